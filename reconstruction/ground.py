@@ -1,0 +1,123 @@
+"""A building's ground height, from the ground points around it, with a fallback chain.
+
+Primary: a terrain plane fitted robustly to the ground points in a ring around the
+footprint, taken at its lowest outline vertex (on a slope, the building's base is where
+the terrain is lowest along its walls); when the plane does not fit, a low percentile
+of the ring's heights. Fallbacks, each recorded: the nearest ground points further out,
+the tile's coarse terrain, then a ground altitude attribute of the footprint (as in
+BD TOPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import shapely
+
+from twin.config import GroundConfig
+from twin.model import TerrainGrid
+
+GROUND_ALTITUDE_FIELDS = ("altitude_minimale_sol", "z_min_sol", "alti_sol", "ground_height", "h_ground")
+MAX_TERRAIN_DISTANCE_M = 200.0
+
+
+class Method:
+    TERRAIN_PLANE = "terrain plane"
+    RING_PERCENTILE = "ring percentile"
+    NEAREST_GROUND = "nearest ground"
+    TILE_TERRAIN = "tile terrain"
+    FOOTPRINT_ATTRIBUTE = "footprint attribute"
+
+
+PRIMARY_METHODS = (Method.TERRAIN_PLANE, Method.RING_PERCENTILE)
+
+
+@dataclass(frozen=True)
+class GroundEstimate:
+    height: float
+    method: str
+    detail: str
+
+
+def estimate_ground(
+    footprint: shapely.Polygon,
+    ring_points: np.ndarray,
+    nearby_points: np.ndarray,
+    terrain: TerrainGrid | None,
+    attributes: Mapping[str, Any],
+    config: GroundConfig,
+) -> GroundEstimate | None:
+    """The ground height, or None when no source gives one.
+
+    `ring_points` are the ground points within the ring around the footprint,
+    `nearby_points` those within the nearest-ground search radius.
+    """
+    if len(ring_points) >= config.min_points:
+        plane = _robust_plane(ring_points)
+        if plane is not None and plane[1] <= config.max_plane_residual_m:
+            coefficients = plane[0]
+            outline = np.asarray(footprint.exterior.coords)[:-1]
+            at_outline = coefficients[0] * outline[:, 0] + coefficients[1] * outline[:, 1] + coefficients[2]
+            low, high = ring_points[:, 2].min(), ring_points[:, 2].max()
+            height = float(np.clip(at_outline.min(), low, high))
+            return GroundEstimate(height, Method.TERRAIN_PLANE, f"{len(ring_points)} ground points around")
+        height = float(np.percentile(ring_points[:, 2], config.low_percentile))
+        return GroundEstimate(
+            height, Method.RING_PERCENTILE, f"{len(ring_points)} ground points around, terrain not planar"
+        )
+    if len(nearby_points) > 0:
+        distance = shapely.distance(footprint, shapely.points(nearby_points[:, :2]))
+        nearest = np.argsort(distance, kind="stable")[: config.nearest_count]
+        height = float(np.median(nearby_points[nearest, 2]))
+        return GroundEstimate(
+            height,
+            Method.NEAREST_GROUND,
+            f"only {len(ring_points)} ground points within {config.ring_width_m:g} m; "
+            f"median of the {len(nearest)} nearest, up to {distance[nearest].max():.1f} m away",
+        )
+    if terrain is not None:
+        centroid = footprint.centroid
+        found = terrain.height_near(centroid.x, centroid.y)
+        if found is not None and found[1] <= MAX_TERRAIN_DISTANCE_M:
+            return GroundEstimate(
+                found[0],
+                Method.TILE_TERRAIN,
+                f"no ground point within {config.nearest_radius_m:g} m; tile terrain {found[1]:.0f} m away",
+            )
+    attribute = _ground_altitude_attribute(attributes)
+    if attribute is not None:
+        name, value = attribute
+        return GroundEstimate(value, Method.FOOTPRINT_ATTRIBUTE, f"no ground point near; footprint attribute {name}")
+    return None
+
+
+def _robust_plane(points: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """z = a x + b y + c fitted with two rounds of outlier rejection; returns the
+    coefficients (in coordinates relative to the points' mean) and the robust spread."""
+    centre = points[:, :2].mean(axis=0)
+    xy = points[:, :2] - centre
+    design = np.column_stack([xy, np.ones(len(xy))])
+    keep = np.ones(len(points), dtype=bool)
+    for _ in range(3):
+        if keep.sum() < 3:
+            return None
+        solution, *_ = np.linalg.lstsq(design[keep], points[keep, 2], rcond=None)
+        residuals = points[:, 2] - design @ solution
+        spread = 1.4826 * np.median(np.abs(residuals[keep] - np.median(residuals[keep])))
+        keep = np.abs(residuals) <= max(3 * spread, 0.05)
+    a, b, c = solution
+    return np.array([a, b, c - a * centre[0] - b * centre[1]]), float(spread)
+
+
+def _ground_altitude_attribute(attributes: Mapping[str, Any]) -> tuple[str, float] | None:
+    lower = {name.lower(): name for name in attributes}
+    for candidate in GROUND_ALTITUDE_FIELDS:
+        name = lower.get(candidate)
+        if name is None:
+            continue
+        value = attributes[name]
+        if isinstance(value, (int, float)) and np.isfinite(value) and value > -1000:
+            return name, float(value)
+    return None

@@ -1,0 +1,215 @@
+"""LOD1 heights: roof percentiles (LOD1.2) and a split into parts at height steps (LOD1.3).
+
+LOD1.3 segments the roof heightfield: neighbouring cells join a region unless their
+heights jump by more than `edge_jump_m` (a step edge). Cells straddling a step (their
+own points spread over more than `edge_jump_m`) and empty cells take the region of the
+nearest other cell, so they cannot bridge two levels. Regions then merge while two
+neighbours differ by less than `step_height_m`, and regions smaller than
+`min_part_area_m2` or narrower than `MIN_PART_WIDTH_M` (strips of wall points where a
+footprint is offset) merge into their closest neighbour in height. The parts are the
+regions' cells clipped to the footprint, so they tile it exactly; their inner edges
+are simplified together (a coverage), keeping neighbours edge-matched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from reconstruction.heightfield import Heightfield
+from twin.config import Lod1Config
+
+MIN_PIECE_AREA_M2 = 1.0
+MIN_PART_WIDTH_M = 1.5
+
+
+@dataclass(frozen=True)
+class RoofHeights:
+    min: float
+    p50: float
+    p70: float
+    max: float
+    lod1: float
+    """Height of the LOD1.2 block (the configured percentile, 70 by default)."""
+    cells_with_data: int
+    nodata_fraction: float
+
+
+@dataclass(frozen=True)
+class Lod13Part:
+    polygon: shapely.Polygon
+    height: float
+
+
+def roof_heights(field: Heightfield, config: Lod1Config) -> RoofHeights | None:
+    """Percentiles of the roof heightfield inside the footprint; None without any data."""
+    values = field.data_heights()
+    inside_cells = int(field.inside.sum())
+    if len(values) == 0:
+        values = field.data_heights(field.covered)
+        inside_cells = max(inside_cells, int(field.covered.sum()))
+    if len(values) == 0:
+        return None
+    p50, p70, lod1 = np.percentile(values, [50, 70, config.roof_percentile])
+    return RoofHeights(
+        min=float(values.min()),
+        p50=float(p50),
+        p70=float(p70),
+        max=float(values.max()),
+        lod1=float(lod1),
+        cells_with_data=len(values),
+        nodata_fraction=float(1 - len(values) / inside_cells) if inside_cells else 1.0,
+    )
+
+
+def lod13_parts(field: Heightfield, footprint: shapely.Polygon, config: Lod1Config) -> list[Lod13Part]:
+    """The footprint split into parts of distinct heights; one part when the roof has no step."""
+    labels, heights = _segment(field, config)
+    if len(heights) <= 1:
+        return [Lod13Part(footprint, _percentile(field.heights[field.covered], config))]
+    pieces = []
+    for label in range(len(heights)):
+        region = shapely.coverage_union_all(field.cell_boxes(labels == label))
+        clipped = region.intersection(footprint)
+        pieces += [(piece, label) for piece in _polygons(clipped) if piece.area > 0]
+    pieces = _absorb_small_pieces(pieces, heights)
+    polygons = shapely.coverage_simplify(
+        [p for p, _ in pieces], tolerance=field.cell, simplify_boundary=False
+    )
+    parts = []
+    for polygon, (_, label) in zip(polygons, pieces):
+        for piece in _polygons(shapely.make_valid(polygon)):
+            if piece.area >= MIN_PIECE_AREA_M2:
+                parts.append(Lod13Part(piece, float(heights[label])))
+    if len(parts) <= 1:
+        return [Lod13Part(footprint, _percentile(field.heights[field.covered], config))]
+    return sorted(parts, key=lambda p: (-round(p.polygon.area, 3), p.polygon.centroid.x, p.polygon.centroid.y))
+
+
+def _percentile(values: np.ndarray, config: Lod1Config) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, config.roof_percentile))
+
+
+def _segment(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray, np.ndarray]:
+    """Region labels per cell (-1 outside) and each region's height."""
+    covered = field.covered
+    data = np.isfinite(field.heights)
+    if not data.any():
+        return np.full(covered.shape, -1), np.empty(0)
+    nearest = ndimage.distance_transform_edt(~data, return_distances=False, return_indices=True)
+    filled = field.heights[tuple(nearest)]
+    stable = covered & data & (field.spread <= config.edge_jump_m)
+    if not stable.any():
+        stable = covered & data
+
+    index = np.full(covered.shape, -1, dtype=np.int64)
+    index[stable] = np.arange(stable.sum())
+    rows, cols = [], []
+    for a, b in (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+                 ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
+        joined = stable[a] & stable[b] & (np.abs(filled[a] - filled[b]) < config.edge_jump_m)
+        rows.append(index[a][joined])
+        cols.append(index[b][joined])
+    n = int(stable.sum())
+    rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows_all)), (rows_all, cols_all)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    grown = np.full(covered.shape, -1, dtype=np.int64)
+    grown[stable] = component
+    nearest_stable = ndimage.distance_transform_edt(~stable, return_distances=False, return_indices=True)
+    labels = np.where(covered, grown[tuple(nearest_stable)], -1)
+    labels = _merge_regions(labels, field.heights, filled, field.cell, config)
+    unique = np.unique(labels[labels >= 0])
+    relabel = np.full(labels.max() + 1, -1)
+    relabel[unique] = np.arange(len(unique))
+    labels = np.where(labels >= 0, relabel[np.maximum(labels, 0)], -1)
+    heights = np.array([_region_height(labels == k, field.heights, filled, config) for k in range(len(unique))])
+    return labels, heights
+
+
+def _region_height(mask: np.ndarray, heights: np.ndarray, filled: np.ndarray, config: Lod1Config) -> float:
+    values = heights[mask & np.isfinite(heights)]
+    return float(np.percentile(values if len(values) else filled[mask], config.roof_percentile))
+
+
+def _merge_regions(
+    labels: np.ndarray, heights: np.ndarray, filled: np.ndarray, cell: float, config: Lod1Config
+) -> np.ndarray:
+    """Merges small or narrow regions, then neighbours closer in height than a step, closest first."""
+    erosion = max(1, int(round(MIN_PART_WIDTH_M / 2 / cell)))
+    while True:
+        regions = np.unique(labels[labels >= 0])
+        if len(regions) <= 1:
+            return labels
+        height = {k: _region_height(labels == k, heights, filled, config) for k in regions}
+        area = {k: float((labels == k).sum()) * cell**2 for k in regions}
+        pairs = _adjacent_pairs(labels)
+        if not pairs:
+            return labels
+        small = [
+            k
+            for k in regions
+            if area[k] < config.min_part_area_m2
+            or not ndimage.binary_erosion(labels == k, iterations=erosion).any()
+        ]
+        if small:
+            k = min(small, key=lambda r: (area[r], r))
+            neighbours = [b if a == k else a for a, b in pairs if k in (a, b)]
+            if not neighbours:
+                return labels
+            target = min(neighbours, key=lambda r: (abs(height[r] - height[k]), r))
+        else:
+            a, b = min(pairs, key=lambda p: (abs(height[p[0]] - height[p[1]]), p))
+            if abs(height[a] - height[b]) >= config.step_height_m:
+                return labels
+            k, target = (a, b) if area[a] < area[b] else (b, a)
+        labels = np.where(labels == k, target, labels)
+
+
+def _adjacent_pairs(labels: np.ndarray) -> list[tuple[int, int]]:
+    pairs = set()
+    for a, b in ((labels[:-1, :], labels[1:, :]), (labels[:, :-1], labels[:, 1:])):
+        differ = (a != b) & (a >= 0) & (b >= 0)
+        for x, y in zip(a[differ].tolist(), b[differ].tolist()):
+            pairs.add((min(x, y), max(x, y)))
+    return sorted(pairs)
+
+
+def _absorb_small_pieces(
+    pieces: list[tuple[shapely.Polygon, int]], heights: np.ndarray
+) -> list[tuple[shapely.Polygon, int]]:
+    """Slivers left by clipping join the neighbour they share the longest edge with."""
+    pieces = list(pieces)
+    while True:
+        small = [i for i, (p, _) in enumerate(pieces) if p.area < MIN_PIECE_AREA_M2]
+        if not small or len(pieces) == 1:
+            return pieces
+        i = min(small, key=lambda k: pieces[k][0].area)
+        polygon, _ = pieces[i]
+        shared = [
+            (polygon.boundary.intersection(other.boundary).length, j)
+            for j, (other, _) in enumerate(pieces)
+            if j != i
+        ]
+        length, j = max(shared)
+        if length <= 0:
+            pieces.pop(i)
+            continue
+        merged = shapely.union(pieces[j][0], polygon)
+        merged_polygons = _polygons(merged)
+        pieces[j] = (max(merged_polygons, key=lambda p: p.area), pieces[j][1])
+        pieces.pop(i)
+
+
+def _polygons(geometry: shapely.Geometry) -> list[shapely.Polygon]:
+    if geometry.geom_type == "Polygon":
+        return [geometry] if not geometry.is_empty else []
+    if hasattr(geometry, "geoms"):
+        return [p for g in geometry.geoms for p in _polygons(g)]
+    return []

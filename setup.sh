@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything twin needs on a fresh Debian (12+) or Ubuntu (24.04+) machine:
+# the system libraries the Python wheels load at run time (libusb and OpenMP for open3d),
+# then a virtual environment in .venv holding twin, its dependencies and its test tools.
+# Safe to run again: each step only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+system_packages=(libusb-1.0-0 libgomp1 libgl1)
+python3 -c "import ensurepip, venv" 2>/dev/null || system_packages+=(python3-venv python3-pip)
+
+missing=()
+for package in "${system_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=.venv/.twin-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing twin and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[test]"
+    touch "$stamp"
+fi

@@ -1,0 +1,50 @@
+"""Shared fixtures: the project's sample data, the shared real data and schemas, and one
+build of the sample reused by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+SHARED = Path(os.environ.get("TWIN_SHARED", ROOT.parent / "shared"))
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED / sub
+    if not path.is_dir():
+        pytest.skip(f"shared folder {path} is absent (set TWIN_SHARED to the folder holding data/ and validators/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _shared("data")
+
+
+@pytest.fixture(scope="session")
+def validators_dir() -> Path:
+    return _shared("validators")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_build(tmp_path_factory):
+    """The sample district built once into CityJSON and CityJSONSeq: (model, output folder)."""
+    import twin
+
+    out = tmp_path_factory.mktemp("sample_build")
+    model = twin.build(
+        points=[SAMPLE / "lidar.laz"],
+        footprints=SAMPLE / "footprints.gpkg",
+        out_dir=out,
+        formats=("cityjson", "cityjsonseq"),
+    )
+    return model, out

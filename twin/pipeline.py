@@ -1,0 +1,208 @@
+"""The run: inputs -> model -> reconstruction per building -> exporters.
+
+`build` is the Python entry point behind `twin build`; it returns the `CityModel`, so a
+notebook gets the same buildings the CLI writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import shapely
+
+import exporters
+from reconstruction.building import BuildingInputs, reconstruct_building
+from reconstruction.crop import build_grid_index, indices_in_polygon
+from twin.config import BuildConfig
+from twin.errors import InputError
+from twin.geodesy import crs_uri, horizontal_part
+from twin.inputs.footprints import FootprintSet, read_footprints
+from twin.inputs.points import KeepMask, open_sources, read_points
+from twin.model import Building, CityModel, PointCloud, Status, TerrainGrid
+from twin.report import write_run_records
+
+DEFAULT_FORMATS = ("cityjson",)
+
+
+def software_version() -> str:
+    try:
+        return version("twin")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Progress:
+    """Callbacks a caller may give to follow a run; the default does nothing."""
+
+    def stage(self, name: str, total: int) -> None:
+        """A new stage starts, with `total` units of work (points or buildings)."""
+
+    def advance(self, amount: int = 1) -> None:
+        """`amount` more units of the current stage are done."""
+
+
+def build(
+    points: Sequence[str | Path],
+    footprints: str | Path,
+    out_dir: str | Path | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    config: BuildConfig = BuildConfig(),
+    crs: str | None = None,
+    vertical_crs: str | None = None,
+    id_field: str | None = None,
+    layer: str | None = None,
+    progress: Progress | None = None,
+) -> CityModel:
+    """Builds LOD1.2 and LOD1.3 buildings; writes `formats` into `out_dir` when given."""
+    progress = progress or Progress()
+    chosen_exporters = [exporters.get(name) for name in dict.fromkeys(formats)]
+    if out_dir is not None:
+        out_dir = _prepare_out_dir(Path(out_dir))
+
+    footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
+    sources, model_crs, notes = open_sources(points, crs, vertical_crs)
+    notes = list(footprint_set.notes) + notes
+    notes += _check_footprint_crs(footprint_set, model_crs)
+
+    coverage = shapely.union_all([s.footprint() for s in sources])
+    covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
+    if footprint_set.footprints and not covered:
+        raise InputError(
+            f"none of the {len(footprint_set.footprints)} footprints of {footprint_set.path} overlaps the point files "
+            f"(points cover {_bounds_text(coverage)}, footprints cover "
+            f"{_bounds_text(shapely.union_all([f.polygon for f in footprint_set.footprints]))}); "
+            "check that both are in the same CRS and the same area"
+        )
+    reach = max(config.ground.ring_width_m, config.ground.nearest_radius_m)
+    keep = KeepMask.around(shapely.union_all([f.polygon.envelope.buffer(reach) for f in covered])) if covered else None
+    progress.stage("reading points", sum(s.point_count for s in sources))
+    cloud, terrain, sources = read_points(sources, model_crs, config.classes, keep, progress.advance)
+
+    progress.stage("reconstructing buildings", len(footprint_set.footprints) + len(footprint_set.rejected))
+    buildings = list(_reconstruct_all(footprint_set, cloud, terrain, coverage, config, progress))
+    buildings.sort(key=lambda b: b.id)
+
+    metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
+    model = CityModel(tuple(buildings), model_crs, metadata)
+    if out_dir is not None:
+        for exporter in chosen_exporters:
+            exporter.write(model, out_dir)
+        write_run_records(model, out_dir)
+    return model
+
+
+def _reconstruct_all(
+    footprint_set: FootprintSet,
+    cloud: PointCloud,
+    terrain: TerrainGrid,
+    coverage: shapely.Geometry,
+    config: BuildConfig,
+    progress: Progress,
+):
+    is_building = np.isin(cloud.classification, config.classes.building)
+    is_ground = np.isin(cloud.classification, config.classes.ground)
+    roof_xyz, ground_xyz = cloud.xyz[is_building], cloud.xyz[is_ground]
+    roof_time = cloud.gps_time[is_building] if cloud.gps_time is not None else None
+    roof_index = build_grid_index(roof_xyz[:, :2])
+    ground_index = build_grid_index(ground_xyz[:, :2])
+    ground = config.ground
+    for footprint in footprint_set.footprints:
+        polygon = footprint.polygon
+        roof = indices_in_polygon(roof_index, roof_xyz[:, :2], polygon)
+        ring_region = polygon.buffer(ground.ring_width_m).difference(polygon)
+        ring_xyz = ground_xyz[indices_in_polygon(ground_index, ground_xyz[:, :2], ring_region)]
+        nearby_xyz = ring_xyz
+        if len(ring_xyz) < ground.min_points:  # only the fallback needs the wider search
+            wider = polygon.buffer(ground.nearest_radius_m)
+            nearby_xyz = ground_xyz[indices_in_polygon(ground_index, ground_xyz[:, :2], wider)]
+        inputs = BuildingInputs(
+            footprint=footprint,
+            roof_points=roof_xyz[roof],
+            ring_ground=ring_xyz,
+            nearby_ground=nearby_xyz,
+            terrain=terrain,
+            roof_gps_time=roof_time[roof] if roof_time is not None else None,
+            in_coverage=polygon.intersects(coverage),
+        )
+        yield reconstruct_building(inputs, config)
+        progress.advance()
+    for feature_id, reason in footprint_set.rejected:
+        yield Building(
+            feature_id,
+            shapely.Polygon(),
+            Status.FAILED,
+            reason,
+            {"status": str(Status.FAILED), "reason": reason},
+        )
+        progress.advance()
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".twin-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"{out_dir}: cannot write the outputs there ({error.strerror}); choose another --out") from None
+    return out_dir
+
+
+def _check_footprint_crs(footprint_set: FootprintSet, model_crs) -> list[str]:
+    points_horizontal = horizontal_part(model_crs)
+    if footprint_set.crs is None:
+        return [f"{footprint_set.path}: no CRS; taken to be the points' {points_horizontal.name}"]
+    if not horizontal_part(footprint_set.crs).equals(points_horizontal):
+        raise InputError(
+            f"{footprint_set.path} is in {footprint_set.crs.name} but the points are in {points_horizontal.name}; "
+            f"reproject the footprints (e.g. ogr2ogr -t_srs EPSG:{points_horizontal.to_epsg()} out.gpkg "
+            f"{Path(footprint_set.path).name})"
+        )
+    return []
+
+
+def _bounds_text(geometry: shapely.Geometry) -> str:
+    xmin, ymin, xmax, ymax = geometry.bounds
+    return f"x {xmin:.0f}..{xmax:.0f}, y {ymin:.0f}..{ymax:.0f}"
+
+
+def _metadata(
+    footprint_set: FootprintSet,
+    sources,
+    model_crs,
+    config: BuildConfig,
+    notes: list[str],
+    buildings: list[Building],
+    crs: str | None,
+    vertical_crs: str | None,
+) -> dict[str, Any]:
+    dates = sorted(d for s in sources if s.acquisition_dates for d in s.acquisition_dates)
+    parameters = {**config.to_dict(), "crs": crs, "vertical_crs": vertical_crs, "id_field": footprint_set.id_field}
+    inputs = {
+        "points": [s.__dict__ for s in sources],
+        "footprints": {
+            "path": footprint_set.path,
+            "layer": footprint_set.layer,
+            "id_field": footprint_set.id_field,
+            "crs": footprint_set.crs.to_string() if footprint_set.crs else None,
+            "feature_count": len(footprint_set.footprints) + len(footprint_set.rejected),
+        },
+    }
+    identity = json.dumps({"inputs": inputs, "parameters": parameters}, sort_keys=True, default=str)
+    point_names = ", ".join(Path(s.path).name for s in sources)
+    return {
+        "title": f"Buildings LOD1.2/LOD1.3 from {point_names} and {Path(footprint_set.path).name} (twin {software_version()})",
+        "identifier": hashlib.sha256(identity.encode()).hexdigest()[:16],
+        "reference_date": dates[-1] if dates else None,
+        "software": {"name": "twin", "version": software_version()},
+        "crs": crs_uri(model_crs),
+        "inputs": inputs,
+        "parameters": parameters,
+        "notes": sorted(set(notes)),
+        "building_count": len(buildings),
+    }
