@@ -68,6 +68,9 @@ Examples:
               help="Output format; repeat for several (cityjson, cityjsonseq).")
 @click.option("--id-field", help="Footprint field holding unique building ids (default: cleabs, id... or the feature id).")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
+@click.option("--communes", type=click.Path(path_type=Path),
+              help="Commune polygons (any OGR format); each building gets the code of its commune.")
+@click.option("--commune-field", help="Field of the commune file holding the INSEE code (default: code_insee, insee_com...).")
 @click.option("--crs", help="CRS of the points when their header has none, e.g. EPSG:2154.")
 @click.option("--vertical-crs", help="Vertical CRS of the point heights when the CRS has none, e.g. EPSG:5720.")
 @click.option("--building-class", "building_classes", multiple=True, type=int,
@@ -79,8 +82,8 @@ Examples:
 @click.option("--step-height", type=float, default=3.0, show_default=True,
               help="LOD1.3 splits a building where its roof steps by at least this many metres.")
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
-def build(points, footprints, out_dir, formats, id_field, layer, crs, vertical_crs, building_classes,
-          ground_classes, roof_percentile, step_height, more_points) -> None:
+def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
+          building_classes, ground_classes, roof_percentile, step_height, more_points) -> None:
     """Build LOD1.2 and LOD1.3 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
@@ -105,7 +108,7 @@ def build(points, footprints, out_dir, formats, id_field, layer, crs, vertical_c
             return run_build(
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
-                progress=progress,
+                communes=communes, commune_field=commune_field, progress=progress,
             )
         finally:
             progress.close()

@@ -141,12 +141,26 @@ class Building:
 
 
 @dataclass(frozen=True, eq=False)
+class Commune:
+    """An administrative unit that outputs are grouped by, with its INSEE code."""
+
+    code: str
+    name: str
+    polygon: shapely.Geometry
+
+
+@dataclass(frozen=True, eq=False)
 class CityModel:
-    """The buildings of a run, sorted by id, with the CRS and the run's provenance."""
+    """The buildings of a run, sorted by id, with the CRS and the run's provenance.
+
+    When communes are given, each building's `commune` attribute holds the code of the
+    commune it belongs to (None when it lies in none of them).
+    """
 
     buildings: tuple[Building, ...]
     crs: pyproj.CRS
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    communes: tuple[Commune, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _frozen_mapping(self.metadata))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ from reconstruction.crop import build_grid_index, indices_in_polygon
 from twin.config import BuildConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
+from twin.inputs.communes import read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import KeepMask, open_sources, read_points
 from twin.model import Building, CityModel, PointCloud, Status, TerrainGrid
@@ -56,9 +58,15 @@ def build(
     vertical_crs: str | None = None,
     id_field: str | None = None,
     layer: str | None = None,
+    communes: str | Path | None = None,
+    commune_field: str | None = None,
     progress: Progress | None = None,
 ) -> CityModel:
-    """Builds LOD1.2 and LOD1.3 buildings; writes `formats` into `out_dir` when given."""
+    """Builds LOD1.2 and LOD1.3 buildings; writes `formats` into `out_dir` when given.
+
+    With `communes` (an OGR file of commune polygons), each building gets the `commune`
+    attribute: the code of the commune holding its footprint's centroid.
+    """
     progress = progress or Progress()
     chosen_exporters = [exporters.get(name) for name in dict.fromkeys(formats)]
     if out_dir is not None:
@@ -67,7 +75,10 @@ def build(
     footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
     sources, model_crs, notes = open_sources(points, crs, vertical_crs)
     notes = list(footprint_set.notes) + notes
-    notes += _check_footprint_crs(footprint_set, model_crs)
+    notes += _check_crs(footprint_set.path, footprint_set.crs, model_crs)
+    commune_set = read_communes(communes, commune_field) if communes is not None else None
+    if commune_set is not None:
+        notes += _check_crs(commune_set.path, commune_set.crs, model_crs)
 
     coverage = shapely.union_all([s.footprint() for s in sources])
     covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
@@ -86,9 +97,14 @@ def build(
     progress.stage("reconstructing buildings", len(footprint_set.footprints) + len(footprint_set.rejected))
     buildings = list(_reconstruct_all(footprint_set, cloud, terrain, coverage, config, progress))
     buildings.sort(key=lambda b: b.id)
+    if commune_set is not None:
+        codes = commune_set.assign([b.footprint for b in buildings])
+        buildings = [replace(b, attributes={**b.attributes, "commune": code}) for b, code in zip(buildings, codes)]
 
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
-    model = CityModel(tuple(buildings), model_crs, metadata)
+    if commune_set is not None:
+        metadata["inputs"]["communes"] = {"path": commune_set.path, "code_field": commune_set.code_field}
+    model = CityModel(tuple(buildings), model_crs, metadata, commune_set.communes if commune_set else ())
     if out_dir is not None:
         for exporter in chosen_exporters:
             exporter.write(model, out_dir)
@@ -153,15 +169,15 @@ def _prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _check_footprint_crs(footprint_set: FootprintSet, model_crs) -> list[str]:
+def _check_crs(path: str, crs, model_crs) -> list[str]:
+    """A vector input must be in the points' horizontal CRS; without a CRS it is taken to be."""
     points_horizontal = horizontal_part(model_crs)
-    if footprint_set.crs is None:
-        return [f"{footprint_set.path}: no CRS; taken to be the points' {points_horizontal.name}"]
-    if not horizontal_part(footprint_set.crs).equals(points_horizontal):
+    if crs is None:
+        return [f"{path}: no CRS; taken to be the points' {points_horizontal.name}"]
+    if not horizontal_part(crs).equals(points_horizontal):
         raise InputError(
-            f"{footprint_set.path} is in {footprint_set.crs.name} but the points are in {points_horizontal.name}; "
-            f"reproject the footprints (e.g. ogr2ogr -t_srs EPSG:{points_horizontal.to_epsg()} out.gpkg "
-            f"{Path(footprint_set.path).name})"
+            f"{path} is in {crs.name} but the points are in {points_horizontal.name}; "
+            f"reproject it (e.g. ogr2ogr -t_srs EPSG:{points_horizontal.to_epsg()} out.gpkg {Path(path).name})"
         )
     return []
 
