@@ -6,21 +6,23 @@ building's status and reason, so one building never sinks a run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from reconstruction import ground as ground_step
-from reconstruction.extrude import ExtrusionError, extrude_flat
+from reconstruction import quality
+from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_flat
 from reconstruction.geometry import solid_volume
 from reconstruction.heightfield import rasterize
 from reconstruction.lod1 import lod13_parts, roof_heights
+from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.orientation import dominant_angle
 from reconstruction.validate import validate_parts, validate_solid
 from twin.config import BuildConfig
 from twin.gpstime import gps_date
-from twin.model import Building, BuildingPart, Footprint, Status, TerrainGrid
+from twin.model import Building, BuildingPart, Footprint, Solid, Status, SurfaceKind, TerrainGrid
 
 MIN_ROOF_CLEARANCE_M = 0.5
 """A roof must stand at least this far above the ground to make a building."""
@@ -43,6 +45,8 @@ class BuildingInputs:
     """Adjusted standard GPS time of the roof points, when the input carries it."""
     in_coverage: bool = True
     """Whether the footprint lies where the point files have data at all."""
+    inner_ground: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    """(j, 3) ground points inside the footprint (seen through courtyards and gaps)."""
 
 
 def reconstruct_building(inputs: BuildingInputs, config: BuildConfig) -> Building:
@@ -88,8 +92,8 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
     attributes["h_ground"] = round(ground.height, 3)
     attributes["ground_method"] = ground.method
 
-    field = rasterize(inputs.roof_points, polygon, config.lod1.cell_size_m, dominant_angle(polygon))
-    roof = roof_heights(field, config.lod1)
+    heightfield = rasterize(inputs.roof_points, polygon, config.lod1.cell_size_m, dominant_angle(polygon))
+    roof = roof_heights(heightfield, config.lod1)
     if roof is None:
         return _without_geometry(footprint, Status.NO_POINTS, "no roof cell inside the footprint", attributes)
     attributes.update(
@@ -112,27 +116,46 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
         )
 
     lod12 = extrude_flat(polygon, ground.height, roof.lod1)
-    parts = lod13_parts(field, polygon, config.lod1)
+    parts = lod13_parts(heightfield, polygon, config.lod1)
     for part in parts:
         if part.height < ground.height + MIN_ROOF_CLEARANCE_M:
             raise ExtrusionError(f"a LOD1.3 part's roof ({part.height:.2f} m) is not above the ground")
     lod13_solids = [extrude_flat(part.polygon, ground.height, part.height) for part in parts]
+    lod22, lod22_faces, lod2_failure = _lod22(inputs, ground.height, heightfield, roof, lod12, config)
 
     attributes.update(
         height_lod12=round(roof.lod1 - ground.height, 3),
         volume_lod12=round(solid_volume(lod12), 3),
         volume_lod13=round(sum(solid_volume(s) for s in lod13_solids), 3),
+        volume_lod22=round(solid_volume(lod22), 3),
         lod13_part_count=len(parts),
         validity_lod12=validate_solid(lod12),
         validity_lod13=validate_parts(lod13_solids),
+        validity_lod22=validate_solid(lod22),
+        rmse_lod12=_rounded(quality.rmse(inputs.roof_points, [lod12])),
+        rmse_lod13=_rounded(quality.rmse(inputs.roof_points, lod13_solids)),
+        rmse_lod22=_rounded(quality.rmse(inputs.roof_points, [lod22])),
     )
-    if ground.method in ground_step.PRIMARY_METHODS:
-        status, reason = Status.BUILT, f"ground from {ground.method} ({ground.detail})"
-    else:
-        status, reason = Status.FALLBACK, f"ground from {ground.method}: {ground.detail}"
-    attributes["status"], attributes["reason"] = str(status), reason
+    attributes.update(_roof_attributes(lod22, lod22_faces, lod2_failure, ground.height))
 
-    lods = {"1.2": lod12}
+    reasons = []
+    if ground.method not in ground_step.PRIMARY_METHODS:
+        reasons.append(f"ground from {ground.method}: {ground.detail}")
+    if lod2_failure is not None:
+        reasons.append(f"LOD2.2 is a LOD1.2 block: {lod2_failure}")
+    if reasons:
+        status, reason = Status.FALLBACK, "; ".join(reasons)
+    else:
+        status, reason = Status.BUILT, f"ground from {ground.method} ({ground.detail})"
+    attributes["status"], attributes["reason"] = str(status), reason
+    attributes["quality"] = quality.quality_flag(
+        str(status),
+        not (attributes["validity_lod12"] or attributes["validity_lod13"] or attributes["validity_lod22"]),
+        attributes["rmse_lod22"],
+        roof.nodata_fraction,
+    )
+
+    lods = {"1.2": lod12, "2.2": lod22}
     building_parts: tuple[BuildingPart, ...] = ()
     if len(parts) == 1:
         lods["1.3"] = lod13_solids[0]
@@ -146,6 +169,41 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
             for k, (part, solid) in enumerate(zip(parts, lod13_solids), start=1)
         )
     return Building(footprint.id, polygon, status, reason, _with_source(footprint, attributes), lods, building_parts)
+
+
+def _lod22(inputs: BuildingInputs, ground_z: float, heightfield, roof, lod12: Solid, config: BuildConfig):
+    """The LOD2.2 solid and its roof faces, or the LOD1.2 block and the reason it stands in."""
+    try:
+        result = reconstruct_lod2(
+            inputs.roof_points, inputs.inner_ground, inputs.footprint.polygon, ground_z, heightfield,
+            roof.nodata_fraction, config.lod2,
+        )
+        return result.solid, list(result.faces), None
+    except Lod2Failure as failure:
+        return lod12, [RoofFace(inputs.footprint.polygon, Plane.horizontal(roof.lod1))], str(failure)
+
+
+def _roof_attributes(solid: Solid, faces: list[RoofFace], failure: str | None, ground_z: float) -> dict[str, Any]:
+    roofs = [s for s in solid.surfaces if s.kind == SurfaceKind.ROOF]
+    roof_z = np.concatenate([ring[:, 2] for s in roofs for ring in s.rings])
+    sloped_z = [ring[:, 2] for s in roofs for ring in s.rings if s.attributes.get("slope", 0) >= quality.HORIZONTAL_DEG]
+    eave = float(np.min(np.concatenate(sloped_z))) if sloped_z else float(np.max(roof_z))
+    ridge = float(np.max(roof_z))
+    areas = quality.surface_areas(solid)
+    return {
+        "roof_type": "could not detect" if failure else quality.roof_type(faces),
+        "roof_plane_count": 0 if failure else len({id(f.plane) for f in faces}),
+        "h_ridge": round(ridge, 3),
+        "area_ground": round(areas.ground, 2),
+        "area_roof_flat": round(areas.flat_roof, 2),
+        "area_roof_sloped": round(areas.sloped_roof, 2),
+        "area_wall": round(areas.wall, 2),
+        "storeys": quality.storeys(ground_z, eave, ridge),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _without_geometry(footprint: Footprint, status: Status, reason: str, attributes: dict[str, Any]) -> Building:

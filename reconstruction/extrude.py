@@ -15,8 +15,8 @@ faces share them exactly.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -69,10 +69,12 @@ class Plane:
         return n / np.linalg.norm(n)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RoofFace:
     polygon: shapely.Polygon
     plane: Plane
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """Carried onto the roof surface (slope, azimuth...)."""
 
 
 def extrude_flat(polygon: shapely.Polygon, ground_z: float, roof_z: float) -> Solid:
@@ -132,6 +134,7 @@ def extrude_faces(faces: Sequence[RoofFace], ground_z: float) -> Solid:
         Surface(
             tuple(vertices.lift([(u, heights.key(face_index, u)) for u in ring]) for ring in rings),
             SurfaceKind.ROOF,
+            faces[face_index].attributes,
         )
         for face_index, rings in enumerate(face_rings)
     ]

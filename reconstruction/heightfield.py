@@ -41,6 +41,19 @@ class Heightfield:
         boxes = shapely.box(u, v, u + self.cell, v + self.cell)
         return shapely.transform(boxes, lambda uv: uv @ rotation(self.angle))
 
+    def cell_indices(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid indices (i, j) of map points, clipped to the grid."""
+        uv = xy @ rotation(self.angle).T
+        nu, nv = self.heights.shape
+        i = np.clip(((uv[:, 0] - self.u0) // self.cell).astype(np.int64), 0, nu - 1)
+        j = np.clip(((uv[:, 1] - self.v0) // self.cell).astype(np.int64), 0, nv - 1)
+        return i, j
+
+    def cell_centres(self, cells: np.ndarray) -> np.ndarray:
+        """Map coordinates of the centres of cells given as (k, 2) grid indices."""
+        uv = np.column_stack([self.u0 + (cells[:, 0] + 0.5) * self.cell, self.v0 + (cells[:, 1] + 0.5) * self.cell])
+        return uv @ rotation(self.angle)
+
     def to_map(self, geometry: shapely.Geometry) -> shapely.Geometry:
         return shapely.transform(geometry, lambda uv: uv @ rotation(self.angle))
 
@@ -67,9 +80,7 @@ def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle
     heights = np.full((nu, nv), np.nan)
     spread = np.full((nu, nv), np.nan)
     if len(points):
-        uv = points[:, :2] @ turn.T
-        i = np.clip(((uv[:, 0] - u0) // cell).astype(np.int64), 0, nu - 1)
-        j = np.clip(((uv[:, 1] - v0) // cell).astype(np.int64), 0, nv - 1)
+        i, j = Heightfield(angle, float(u0), float(v0), cell, heights, spread, covered, inside).cell_indices(points[:, :2])
         keys = i * nv + j
         order = np.lexsort((points[:, 2], keys))
         sorted_keys, z = keys[order], points[order, 2]

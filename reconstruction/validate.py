@@ -147,6 +147,17 @@ def _signed_area(xy: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
+def overused_edges(solid: Solid) -> list[np.ndarray]:
+    """Edges shared by more than two surfaces (the 303 cases), as (2, 3) coordinate arrays."""
+    uses: Counter = Counter()
+    for surface in solid.surfaces:
+        for ring in surface.rings:
+            keys = _key(ring)
+            for a, b in zip(keys, keys[1:] + keys[:1]):
+                uses[frozenset((a, b))] += 1
+    return [np.array(sorted(edge), dtype=float) * SNAP_TOLERANCE_M for edge, count in uses.items() if count > 2]
+
+
 def _validate_shell(keyed_surfaces: list[list[list[tuple]]]) -> set[int]:
     if len(keyed_surfaces) < 4:
         return {301}

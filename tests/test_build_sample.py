@@ -115,7 +115,7 @@ def test_cityjson_semantics_and_parts(sample_build):
     _, out = sample_build
     document = json.loads((out / "buildings.city.json").read_text())
     tower = document["CityObjects"]["B21"]
-    assert [g["lod"] for g in tower["geometry"]] == ["1.2"]
+    assert [g["lod"] for g in tower["geometry"]] == ["1.2", "2.2"]
     assert len(tower["children"]) == 2
     for child in tower["children"]:
         part = document["CityObjects"][child]

@@ -85,10 +85,74 @@ class Lod1Config:
 
 
 @dataclass(frozen=True)
+class Lod2Config:
+    """LOD2.2: roof planes, roof lines, and the footprint partitioned into roof faces."""
+
+    min_points: int = 30
+    """Fewer building points than this and the building falls back to a LOD1.2-style block."""
+    normal_neighbours: int = 10
+    """Points used to estimate each point's normal."""
+    normal_angle_deg: float = 15.0
+    """Neighbouring points join one region when their normals differ by less than this."""
+    region_distance_m: float = 0.15
+    """... and each lies within this distance of the other's local plane."""
+    max_surface_variation: float = 0.015
+    """Points whose neighbourhood bends more than this (smallest eigenvalue over their sum)
+    sit on an edge and link no region."""
+    min_plane_points: int = 15
+    """Smaller regions are not roof planes."""
+    merge_angle_deg: float = 5.0
+    merge_distance_m: float = 0.2
+    """Planes closer than these in direction and offset are one plane."""
+    assign_angle_deg: float = 30.0
+    fit_distance_m: float = 0.3
+    """Points within this distance of a plane (with a compatible normal) belong to it."""
+    flat_snap_deg: float = 2.0
+    """Planes flatter than this are made exactly horizontal (flat roofs and their drainage slope)."""
+    max_roof_slope_deg: float = 70.0
+    """Steeper segments are walls, not roofs."""
+    max_planes: int = 60
+    """More planes than this and the building falls back (vegetation or noise, not a roof)."""
+    max_nodata_fraction: float = 0.6
+    """More of the footprint without points than this (glass roofs, greenhouses) and it falls back."""
+    cell_size_m: float = 0.5
+    """Cell of the grid used for plane outlines and the partition's data costs."""
+    line_angle_deg: float = 10.0
+    """Roof lines within this angle of the footprint's main directions are aligned with them."""
+    line_offset_m: float = 0.5
+    """Parallel roof lines closer than this are one line."""
+    min_line_length_m: float = 1.5
+    """Shorter outline pieces are not roof lines."""
+    smoothness: float = 0.5
+    """Weight of boundary length (m) against misfit volume (m3) in the face labelling."""
+    misfit_cap_m: float = 3.0
+    """A cell's misfit to a plane counts at most this much (robust to trees and outliers)."""
+    min_face_area_m2: float = 0.5
+    """Roof faces smaller than this merge into a neighbour."""
+
+    def __post_init__(self) -> None:
+        _require(self.min_points >= 3, "LOD2 needs at least 3 points")
+        _require(self.normal_neighbours >= 3, "normals need at least 3 neighbours")
+        for name in ("normal_angle_deg", "merge_angle_deg", "assign_angle_deg", "line_angle_deg"):
+            _require(0 < getattr(self, name) < 90, f"{name} must be within 0..90")
+        for name in ("region_distance_m", "merge_distance_m", "fit_distance_m", "cell_size_m", "line_offset_m",
+                     "min_line_length_m", "smoothness", "misfit_cap_m"):
+            _require(getattr(self, name) > 0, f"{name} must be positive")
+        _require(0 < self.max_surface_variation < 1 / 3, "surface variation must be within 0..1/3")
+        _require(self.min_plane_points >= 3, "a plane needs at least 3 points")
+        _require(0 < self.max_roof_slope_deg <= 90, "max roof slope must be within 0..90")
+        _require(0 <= self.flat_snap_deg < self.max_roof_slope_deg, "flat snap angle must be below the max slope")
+        _require(self.max_planes >= 1, "max planes must be at least 1")
+        _require(0 < self.max_nodata_fraction <= 1, "max no-data fraction must be within 0..1")
+        _require(self.min_face_area_m2 >= 0, "minimum face area cannot be negative")
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     classes: ClassMapping = field(default_factory=ClassMapping)
     ground: GroundConfig = field(default_factory=GroundConfig)
     lod1: Lod1Config = field(default_factory=Lod1Config)
+    lod2: Lod2Config = field(default_factory=Lod2Config)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,6 +19,7 @@ import shapely
 import exporters
 from reconstruction.building import BuildingInputs, reconstruct_building
 from reconstruction.crop import build_grid_index, indices_in_polygon
+from reconstruction.shared_walls import shared_wall_areas
 from twin.config import BuildConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
@@ -97,6 +98,7 @@ def build(
     progress.stage("reconstructing buildings", len(footprint_set.footprints) + len(footprint_set.rejected))
     buildings = list(_reconstruct_all(footprint_set, cloud, terrain, coverage, config, progress))
     buildings.sort(key=lambda b: b.id)
+    buildings = with_shared_walls(buildings)
     if commune_set is not None:
         codes = commune_set.assign([b.footprint for b in buildings])
         buildings = [replace(b, attributes={**b.attributes, "commune": code}) for b, code in zip(buildings, codes)]
@@ -136,9 +138,11 @@ def _reconstruct_all(
         if len(ring_xyz) < ground.min_points:  # only the fallback needs the wider search
             wider = polygon.buffer(ground.nearest_radius_m)
             nearby_xyz = ground_xyz[indices_in_polygon(ground_index, ground_xyz[:, :2], wider)]
+        inner_ground = ground_xyz[indices_in_polygon(ground_index, ground_xyz[:, :2], polygon)]
         inputs = BuildingInputs(
             footprint=footprint,
             roof_points=roof_xyz[roof],
+            inner_ground=inner_ground,
             ring_ground=ring_xyz,
             nearby_ground=nearby_xyz,
             terrain=terrain,
@@ -156,6 +160,24 @@ def _reconstruct_all(
             {"status": str(Status.FAILED), "reason": reason},
         )
         progress.advance()
+
+
+def with_shared_walls(buildings: list[Building]) -> list[Building]:
+    """Adds the LOD2.2 wall areas shared with neighbours, and the outer (not shared) rest."""
+    shared = shared_wall_areas(buildings)
+    result = []
+    for building in buildings:
+        if "area_wall" not in building.attributes:
+            result.append(building)
+            continue
+        area = shared.get(building.id, 0.0)
+        attributes = {
+            **building.attributes,
+            "area_wall_shared": area,
+            "area_wall_outer": round(building.attributes["area_wall"] - area, 2),
+        }
+        result.append(replace(building, attributes=attributes))
+    return result
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:

@@ -1,0 +1,126 @@
+"""LOD2.2 of one building: roof planes -> roof lines -> labelled partition -> solid.
+
+Raises `Lod2Failure` with the reason whenever the building cannot get a trustworthy
+LOD2.2 (too few points, too many planes, few returns as on glass roofs, a failed step,
+an invalid solid); the caller then falls back to a LOD1.2-style block and records why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from reconstruction.extrude import ExtrusionError, RoofFace, extrude_faces
+from reconstruction.heightfield import Heightfield, rasterize
+from reconstruction.partition import RoofSamples, arrangement, label_faces, roof_faces
+from reconstruction.planes import RoofPlane, detect_planes
+from reconstruction.quality import face_attributes
+from reconstruction.roof_lines import plane_label_grid, roof_lines
+from reconstruction.validate import overused_edges, validate_solid
+from twin.config import Lod2Config
+from twin.model import Solid
+
+
+PINCH_REPAIRS = 8
+
+
+class Lod2Failure(Exception):
+    """Why a building gets no LOD2.2 of its own."""
+
+
+@dataclass(frozen=True, eq=False)
+class Lod2Result:
+    solid: Solid
+    faces: tuple[RoofFace, ...]
+    planes: tuple[RoofPlane, ...]
+    wall_points: int
+
+
+def reconstruct_lod2(
+    roof_points: np.ndarray,
+    inner_ground_points: np.ndarray,
+    footprint: shapely.Polygon,
+    ground_z: float,
+    field: Heightfield,
+    nodata_fraction: float,
+    config: Lod2Config,
+) -> Lod2Result:
+    """`roof_points` are the building points inside the footprint, `inner_ground_points`
+    the ground points inside it (seen through courtyards), `field` the roof heightfield."""
+    if len(roof_points) < config.min_points:
+        raise Lod2Failure(f"too few points for roof planes ({len(roof_points)} < {config.min_points})")
+    if nodata_fraction > config.max_nodata_fraction:
+        raise Lod2Failure(
+            f"{nodata_fraction:.0%} of the footprint has no roof points (glass roof, greenhouse or occlusion)"
+        )
+    detection = detect_planes(roof_points, config)
+    planes = detection.planes
+    if not planes:
+        raise Lod2Failure("no roof plane found in the points")
+    if len(planes) > config.max_planes:
+        raise Lod2Failure(f"too many roof planes ({len(planes)} > {config.max_planes})")
+
+    origin = np.asarray(footprint.centroid.coords[0])
+    label_grid = plane_label_grid(field, roof_points, detection.labels)
+    lines = roof_lines(field, label_grid, planes, footprint, origin, config)
+    reach = float(np.hypot(*np.subtract(footprint.bounds[2:], footprint.bounds[:2]))) + 10.0
+    faces = arrangement(footprint, [line.segment(origin, reach) for line in lines])
+    samples = _samples(field, roof_points, inner_ground_points, footprint)
+    plane_list = [p.plane for p in planes]
+    labels = label_faces(faces, plane_list, samples, footprint, ground_z, config)
+    for _ in range(PINCH_REPAIRS + 1):
+        merged = roof_faces(faces, labels, plane_list, config)
+        if not merged:
+            raise Lod2Failure("the partition left no roof face")
+        merged = [RoofFace(f.polygon, f.plane, face_attributes(f.plane)) for f in merged]
+        try:
+            solid = extrude_faces(merged, ground_z)
+        except ExtrusionError as error:
+            raise Lod2Failure(f"the roof faces do not make a solid ({error})") from None
+        errors = validate_solid(solid)
+        if errors != [303]:
+            break
+        labels = _unpinch(faces, labels, overused_edges(solid))
+    if errors:
+        raise Lod2Failure(f"the LOD2.2 solid is invalid (val3dity codes {errors})")
+    return Lod2Result(solid, tuple(merged), planes, detection.wall_points)
+
+
+def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+    """Removes a pinch: four faces meeting at a point with heights alternating around it
+    make the solid touch itself along a vertical edge there. The smallest of those faces
+    takes the label of the neighbour it shares most edge with, which breaks the pattern at
+    the least cost to the roof's shape."""
+    labels = labels.copy()
+    for edge in edges:
+        point = shapely.Point(edge[0][:2])
+        around = [k for k, face in enumerate(faces) if face.distance(point) < 0.002]
+        if len(around) < 4:
+            continue
+        smallest = min(around, key=lambda k: (faces[k].area, k))
+        shared = {
+            k: faces[smallest].boundary.intersection(faces[k].boundary).length
+            for k in around
+            if k != smallest and labels[k] != labels[smallest]
+        }
+        if shared:
+            labels[smallest] = labels[max(shared, key=lambda k: (shared[k], -k))]
+    return labels
+
+
+def _samples(field: Heightfield, roof_points, inner_ground_points, footprint) -> RoofSamples:
+    """Roof heights per cell, and ground heights in cells with ground but no roof points."""
+    has_roof = np.isfinite(field.heights) & field.covered
+    cells = np.argwhere(has_roof)
+    xy = field.cell_centres(cells)
+    z = field.heights[has_roof]
+    if len(inner_ground_points):
+        ground_field = rasterize(inner_ground_points, footprint, field.cell, field.angle)
+        open_ground = np.isfinite(ground_field.heights) & ~has_roof & field.covered
+        if ground_field.heights.shape == field.heights.shape and open_ground.any():
+            ground_cells = np.argwhere(open_ground)
+            xy = np.vstack([xy, field.cell_centres(ground_cells)])
+            z = np.concatenate([z, ground_field.heights[open_ground]])
+    return RoofSamples(xy, z, field.cell**2)

@@ -1,0 +1,116 @@
+"""Quality and roof attributes of a building's models.
+
+- RMSE of a LoD: the root mean square distance between the building's points and the
+  nearest surface of the LoD's solids.
+- Roof type, as 3DBAG names them: flat (one horizontal height), multiple flat (several),
+  sloped (no horizontal face) or mixed; faces under `TYPE_MIN_FACE_M2` are ignored.
+- Per roof face: slope (degrees from horizontal) and azimuth (compass bearing of the
+  downhill direction, degrees clockwise from north).
+- Areas of the solid's surfaces by kind, and an estimated number of storeys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+from reconstruction.extrude import Plane, RoofFace
+from reconstruction.geometry import surface_area, surface_normal
+from reconstruction.triangulate import triangulate_solid
+from twin.model import Solid, SurfaceKind
+
+HORIZONTAL_DEG = 5.0
+TYPE_MIN_FACE_M2 = 2.0
+FLAT_HEIGHT_TOLERANCE_M = 0.5
+STOREY_HEIGHT_M = 3.0
+ATTIC_MIN_HEIGHT_M = 2.2
+"""A sloped roof whose ridge stands this far above the eaves gives one more (attic) storey."""
+
+
+def slope_deg(plane: Plane) -> float:
+    return float(np.degrees(np.arctan(np.hypot(plane.slope_x, plane.slope_y))))
+
+
+def azimuth_deg(plane: Plane) -> float | None:
+    """Bearing of the downhill direction; None for a horizontal plane."""
+    if np.hypot(plane.slope_x, plane.slope_y) < 1e-9:
+        return None
+    return float(np.degrees(np.arctan2(-plane.slope_x, -plane.slope_y)) % 360)
+
+
+def face_attributes(plane: Plane) -> dict[str, float]:
+    attributes = {"slope": round(slope_deg(plane), 2)}
+    azimuth = azimuth_deg(plane)
+    if azimuth is not None:
+        attributes["azimuth"] = round(azimuth, 2)
+    return attributes
+
+
+def rmse(points: np.ndarray, solids: list[Solid]) -> float | None:
+    """RMSE of the distances from points (n, 3) to the nearest surface of the solids.
+
+    Distances to the whole surface (walls included) rather than to the roof above each
+    point, so that facade points count for what they are; computed with open3d's
+    Embree-backed distance queries.
+    """
+    if len(points) == 0 or not solids:
+        return None
+    scene = o3d.t.geometry.RaycastingScene()
+    origin = points.mean(axis=0)
+    for solid in solids:
+        vertices, triangles = triangulate_solid(solid)
+        mesh = o3d.t.geometry.TriangleMesh()
+        mesh.vertex.positions = o3d.core.Tensor((vertices - origin).astype(np.float32))
+        mesh.triangle.indices = o3d.core.Tensor(triangles.astype(np.int32))
+        scene.add_triangles(mesh)
+    distance = scene.compute_distance(o3d.core.Tensor((points - origin).astype(np.float32))).numpy()
+    return float(np.sqrt(np.mean(distance.astype(np.float64) ** 2)))
+
+
+def roof_type(faces: list[RoofFace]) -> str:
+    kept = [f for f in faces if f.polygon.area >= TYPE_MIN_FACE_M2] or faces
+    horizontal = [slope_deg(f.plane) < HORIZONTAL_DEG for f in kept]
+    if all(horizontal):
+        heights = sorted(f.plane.height_at(*f.polygon.representative_point().coords[0]) for f in kept)
+        return "flat" if heights[-1] - heights[0] <= FLAT_HEIGHT_TOLERANCE_M else "multiple flat"
+    return "sloped" if not any(horizontal) else "mixed"
+
+
+@dataclass(frozen=True)
+class SurfaceAreas:
+    ground: float
+    flat_roof: float
+    sloped_roof: float
+    wall: float
+
+
+def surface_areas(solid: Solid) -> SurfaceAreas:
+    ground = flat = sloped = wall = 0.0
+    for surface in solid.surfaces:
+        area = surface_area(surface)
+        if surface.kind == SurfaceKind.GROUND:
+            ground += area
+        elif surface.kind == SurfaceKind.WALL:
+            wall += area
+        elif np.degrees(np.arccos(np.clip(surface_normal(surface)[2], -1, 1))) < HORIZONTAL_DEG:
+            flat += area
+        else:
+            sloped += area
+    return SurfaceAreas(ground, flat, sloped, wall)
+
+
+def storeys(ground_z: float, eave_z: float, ridge_z: float) -> int:
+    """Storeys under the eaves at about 3 m each, plus an attic under a high sloped roof."""
+    below_eaves = max(1, int(round((eave_z - ground_z) / STOREY_HEIGHT_M)))
+    return below_eaves + (1 if ridge_z - eave_z >= ATTIC_MIN_HEIGHT_M + STOREY_HEIGHT_M / 2 else 0)
+
+
+def quality_flag(status: str, valid: bool, rmse_m: float | None, nodata_fraction: float) -> str:
+    """One word for the whole building: good, check, or poor."""
+    if status in ("failed", "no points") or not valid:
+        return "poor"
+    if status == "fallback" or rmse_m is None or rmse_m > 0.3 or nodata_fraction > 0.3:
+        return "check"
+    return "good"

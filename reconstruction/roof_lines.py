@@ -1,0 +1,207 @@
+"""Roof lines: where roof faces may meet, as infinite lines in the footprint's frame.
+
+Two kinds of lines, as in 3DBAG's method:
+- the outlines of each plane's points (on the footprint-aligned grid: the cells whose
+  points mostly belong to the plane), simplified into straight pieces: they carry step
+  edges (a tower's walls on a podium) and the limits of planes;
+- the exact intersection lines of neighbouring planes that meet without a step (ridges,
+  valleys, hips).
+Lines within `line_angle_deg` of the footprint's main directions are turned onto them,
+and parallel lines closer than `line_offset_m` merge (an intersection line wins over
+outline pieces, being exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from reconstruction.heightfield import Heightfield
+from reconstruction.planes import RoofPlane
+from twin.config import Lod2Config
+
+MEETING_DISTANCE_M = 0.75
+"""Two planes meet (a ridge, valley or hip, not a step) when their intersection line runs
+within this distance of the edge between their cells."""
+FREE_LINE_LENGTH_M = 5.0
+"""Outline pieces in none of the footprint's directions are roof lines only when this long."""
+
+
+@dataclass(frozen=True)
+class RoofLine:
+    """The line {p : n . (p - origin) = offset}, n = (-sin angle, cos angle)."""
+
+    angle: float
+    """Direction in radians, within [0, pi)."""
+    offset: float
+    weight: float
+    """Length of the evidence behind the line, in metres."""
+    exact: bool
+    """True for the intersection of two planes."""
+
+    def segment(self, origin: np.ndarray, half_length: float) -> shapely.LineString:
+        direction = np.array([np.cos(self.angle), np.sin(self.angle)])
+        normal = np.array([-direction[1], direction[0]])
+        centre = origin + normal * self.offset
+        return shapely.LineString([centre - direction * half_length, centre + direction * half_length])
+
+
+def plane_label_grid(field: Heightfield, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per cell, the plane most of its points belong to (-1 where none)."""
+    grid = np.full(field.heights.shape, -1)
+    labelled = labels >= 0
+    if not labelled.any():
+        return grid
+    i, j = field.cell_indices(points[labelled, :2])
+    cells = i * field.heights.shape[1] + j
+    n_planes = int(labels.max()) + 1
+    votes = np.zeros((field.heights.size, n_planes), dtype=np.int32)
+    np.add.at(votes, (cells, labels[labelled]), 1)
+    has_vote = votes.sum(axis=1) > 0
+    grid.reshape(-1)[has_vote] = np.argmax(votes[has_vote], axis=1)
+    grid[~field.covered] = -1
+    return grid
+
+
+def roof_lines(
+    field: Heightfield,
+    label_grid: np.ndarray,
+    planes: tuple[RoofPlane, ...],
+    footprint: shapely.Polygon,
+    origin: np.ndarray,
+    config: Lod2Config,
+) -> list[RoofLine]:
+    directions = _footprint_directions(footprint, field.angle, config)
+    lines = _outline_lines(field, label_grid, len(planes), footprint, origin, directions, config)
+    lines += _intersection_lines(field, label_grid, planes, origin, config)
+    return _merge(lines, config)
+
+
+def _footprint_directions(footprint: shapely.Polygon, main_angle: float, config: Lod2Config) -> list[float]:
+    """The main directions, and those of the footprint's edges longer than a roof line."""
+    directions = [main_angle % np.pi, (main_angle + np.pi / 2) % np.pi]
+    for ring in [footprint.exterior, *footprint.interiors]:
+        coords = np.asarray(ring.coords)
+        for a, b in zip(coords[:-1], coords[1:]):
+            if np.hypot(*(b - a)) >= config.min_line_length_m:
+                angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
+                if all(_angle_difference(angle, d) > np.radians(config.line_angle_deg) for d in directions):
+                    directions.append(angle)
+    return directions
+
+
+def _outline_lines(field, label_grid, n_planes, footprint, origin, directions, config: Lod2Config) -> list[RoofLine]:
+    lines = []
+    outline = footprint.boundary
+    for label in range(n_planes):
+        mask = label_grid == label
+        if not mask.any():
+            continue
+        region = shapely.coverage_union_all(field.cell_boxes(mask)).simplify(0.75 * field.cell)
+        for polygon in shapely.get_parts(region):
+            for ring in [polygon.exterior, *polygon.interiors]:
+                coords = np.asarray(ring.coords)
+                for a, b in zip(coords[:-1], coords[1:]):
+                    length = float(np.hypot(*(b - a)))
+                    if length < config.min_line_length_m:
+                        continue
+                    if _along_outline(shapely.LineString([a, b]), outline, field.cell):
+                        continue
+                    angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
+                    nearest = min(directions, key=lambda d: _angle_difference(angle, d))
+                    if _angle_difference(angle, nearest) <= np.radians(config.line_angle_deg):
+                        angle = nearest
+                    elif length < FREE_LINE_LENGTH_M:
+                        continue  # a stair step of the grid, not an edge of the roof
+                    lines.append(_line(angle, (a + b) / 2 - origin, length, False, field.angle, config))
+    return lines
+
+
+def _along_outline(piece: shapely.LineString, outline: shapely.Geometry, tolerance: float) -> bool:
+    """Whether a piece of a plane's outline runs along the footprint's own outline (no roof line)."""
+    samples = [piece.interpolate(t, normalized=True) for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    return all(outline.distance(p) <= tolerance for p in samples)
+
+
+def _intersection_lines(field, label_grid, planes, origin, config: Lod2Config) -> list[RoofLine]:
+    lines = []
+    for a, b, cells in _adjacent_cells(label_grid):
+        plane_a, plane_b = planes[a].plane, planes[b].plane
+        if planes[a].is_horizontal and planes[b].is_horizontal:
+            continue
+        xy = field.cell_centres(cells)
+        # plane_a = plane_b  <=>  g . (p - origin) = h, with g the difference of the slopes
+        gx = plane_a.slope_x - plane_b.slope_x
+        gy = plane_a.slope_y - plane_b.slope_y
+        norm = np.hypot(gx, gy)
+        if norm < 1e-6:
+            continue
+        h = plane_b.height_at(*origin) - plane_a.height_at(*origin)
+        distance = np.abs((xy - origin) @ np.array([gx, gy]) - h) / norm
+        if np.median(distance) > MEETING_DISTANCE_M:
+            continue  # the planes meet far from where their points do: a step, not a ridge
+        # The point of the line nearest to where the planes' cells meet anchors it.
+        middle = xy.mean(axis=0) - origin
+        g = np.array([gx, gy])
+        anchor = middle + g * (h - g @ middle) / norm**2
+        lines.append(_line(np.arctan2(gx, -gy), anchor, len(cells) * field.cell, True, field.angle, config))
+    return lines
+
+
+def _adjacent_cells(label_grid: np.ndarray):
+    """Pairs of labels that touch on the grid, with the cells along their shared edge."""
+    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    nu, nv = label_grid.shape
+    for di, dj in ((1, 0), (0, 1)):
+        a = label_grid[: nu - di, : nv - dj]
+        b = label_grid[di:, dj:]
+        touching = (a != b) & (a >= 0) & (b >= 0)
+        for i, j in zip(*np.nonzero(touching)):
+            key = (min(a[i, j], b[i, j]), max(a[i, j], b[i, j]))
+            pairs.setdefault(key, []).extend([(i, j), (i + di, j + dj)])
+    for (a, b), cells in sorted(pairs.items()):
+        yield int(a), int(b), np.array(sorted(set(cells)))
+
+
+def _line(angle: float, anchor: np.ndarray, weight: float, exact: bool, main_angle: float, config: Lod2Config) -> RoofLine:
+    """The line through `anchor` (relative to the origin) in direction `angle`, turned onto
+    the footprint's main directions when close to one (an exact intersection line only
+    when within 3 degrees: it is measured, not guessed)."""
+    angle = float(np.mod(angle, np.pi))
+    limit = np.radians(3.0 if exact else config.line_angle_deg)
+    for direction in (main_angle % np.pi, (main_angle + np.pi / 2) % np.pi):
+        if _angle_difference(angle, direction) < limit:
+            angle = float(direction)
+    offset = float(-np.sin(angle) * anchor[0] + np.cos(angle) * anchor[1])
+    return RoofLine(angle, offset, weight, exact)
+
+
+def _angle_difference(a: float, b: float) -> float:
+    difference = abs(a - b) % np.pi
+    return min(difference, np.pi - difference)
+
+
+def _merge(lines: list[RoofLine], config: Lod2Config) -> list[RoofLine]:
+    """Parallel lines closer than `line_offset_m` become one (an exact line wins)."""
+    same_direction = np.radians(2.0)
+    remaining = sorted(lines, key=lambda l: (not l.exact, -l.weight, l.angle, l.offset))
+    merged: list[RoofLine] = []
+    for line in remaining:
+        for k, kept in enumerate(merged):
+            if _angle_difference(line.angle, kept.angle) > same_direction:
+                continue
+            offset = line.offset if abs(line.angle - kept.angle) < np.pi / 2 else -line.offset
+            if abs(offset - kept.offset) > config.line_offset_m:
+                continue
+            if not kept.exact:
+                total = kept.weight + line.weight
+                kept = RoofLine(kept.angle, (kept.offset * kept.weight + offset * line.weight) / total, total, False)
+            else:
+                kept = RoofLine(kept.angle, kept.offset, kept.weight + line.weight, True)
+            merged[k] = kept
+            break
+        else:
+            merged.append(line)
+    return merged
