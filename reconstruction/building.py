@@ -71,8 +71,10 @@ def reconstruct_building(inputs: BuildingInputs, config: BuildConfig) -> Buildin
         )
     try:
         return _reconstruct(inputs, config, base)
-    except (ExtrusionError, ValueError, ArithmeticError) as error:
-        return _without_geometry(footprint, Status.FAILED, f"reconstruction failed: {error}", base)
+    except Exception as error:  # any failure stays this building's: the run goes on
+        return _without_geometry(
+            footprint, Status.FAILED, f"reconstruction failed: {type(error).__name__}: {error}", base
+        )
 
 
 def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[str, Any]) -> Building:

@@ -69,7 +69,7 @@ def roof_heights(field: Heightfield, config: Lod1Config) -> RoofHeights | None:
 
 def lod13_parts(field: Heightfield, footprint: shapely.Polygon, config: Lod1Config) -> list[Lod13Part]:
     """The footprint split into parts of distinct heights; one part when the roof has no step."""
-    labels, heights = _segment(field, config)
+    labels, heights = segment_heights(field, config)
     if len(heights) <= 1:
         return [Lod13Part(footprint, _percentile(field.heights[field.covered], config))]
     pieces = []
@@ -96,7 +96,7 @@ def _percentile(values: np.ndarray, config: Lod1Config) -> float:
     return float(np.percentile(values, config.roof_percentile))
 
 
-def _segment(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray, np.ndarray]:
+def segment_heights(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray, np.ndarray]:
     """Region labels per cell (-1 outside) and each region's height."""
     covered = field.covered
     data = np.isfinite(field.heights)

@@ -7,7 +7,7 @@ an invalid solid); the caller then falls back to a LOD1.2-style block and record
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -55,7 +55,11 @@ def reconstruct_lod2(
         raise Lod2Failure(
             f"{nodata_fraction:.0%} of the footprint has no roof points (glass roof, greenhouse or occlusion)"
         )
-    detection = detect_planes(roof_points, config)
+    # Planes must cover some area, not just some points: on dense clouds, roof equipment
+    # (air conditioners, chimneys) would otherwise make planes of its own.
+    density = len(roof_points) / max(footprint.area, 1.0)
+    min_points = max(config.min_plane_points, int(config.min_plane_area_m2 * density))
+    detection = detect_planes(roof_points, replace(config, min_plane_points=min_points))
     planes = detection.planes
     if not planes:
         raise Lod2Failure("no roof plane found in the points")
@@ -89,24 +93,28 @@ def reconstruct_lod2(
 
 
 def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
-    """Removes a pinch: four faces meeting at a point with heights alternating around it
-    make the solid touch itself along a vertical edge there. The smallest of those faces
-    takes the label of the neighbour it shares most edge with, which breaks the pattern at
-    the least cost to the roof's shape."""
+    """Removes pinches: faces meeting at a point with heights alternating around it make
+    the solid touch itself along a vertical edge there. Around each such point, the label
+    covering the least area there gives its faces to the neighbouring label they share
+    most edge with, which breaks the alternation at the least cost to the roof's shape."""
     labels = labels.copy()
     for edge in edges:
         point = shapely.Point(edge[0][:2])
         around = [k for k, face in enumerate(faces) if face.distance(point) < 0.002]
-        if len(around) < 4:
+        groups: dict[int, list[int]] = {}
+        for k in around:
+            groups.setdefault(int(labels[k]), []).append(k)
+        if len(groups) < 2:
             continue
-        smallest = min(around, key=lambda k: (faces[k].area, k))
-        shared = {
-            k: faces[smallest].boundary.intersection(faces[k].boundary).length
-            for k in around
-            if k != smallest and labels[k] != labels[smallest]
-        }
+        weakest = min(groups, key=lambda label: (sum(faces[k].area for k in groups[label]), label))
+        shared: dict[int, float] = {}
+        for k in groups[weakest]:
+            for other in around:
+                if labels[other] != weakest:
+                    length = faces[k].boundary.intersection(faces[other].boundary).length
+                    shared[int(labels[other])] = shared.get(int(labels[other]), 0.0) + length
         if shared:
-            labels[smallest] = labels[max(shared, key=lambda k: (shared[k], -k))]
+            labels[groups[weakest]] = max(shared, key=lambda label: (shared[label], -label))
     return labels
 
 

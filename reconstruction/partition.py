@@ -21,12 +21,15 @@ from dataclasses import dataclass
 import maxflow
 import numpy as np
 import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from reconstruction.extrude import Plane, RoofFace
 from twin.config import Lod2Config
 
 GROUND = -1
 ARRANGEMENT_GRID_M = 0.01
+MIN_ROOF_CLEARANCE_M = 0.3
 _FORBIDDEN = 1e9
 _MAX_SWEEPS = 6
 
@@ -67,8 +70,8 @@ def label_faces(
     config: Lod2Config,
 ) -> np.ndarray:
     """The label of each face: an index into `planes`, or GROUND."""
-    costs = _data_costs(faces, planes, samples, footprint, ground_z, config)
     edges = _adjacency(faces)
+    costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
     for _ in range(_MAX_SWEEPS):
@@ -85,7 +88,7 @@ def label_faces(
 
 def roof_faces(faces: list[shapely.Polygon], labels: np.ndarray, planes: list[Plane], config: Lod2Config) -> list[RoofFace]:
     """Faces with the same plane merged; slivers under `min_face_area_m2` given to a neighbour."""
-    labels = _absorb_slivers(faces, labels, config.min_face_area_m2)
+    labels = _absorb_slivers(faces, _adjacency(faces), labels, config.min_face_area_m2)
     result = []
     for label in sorted(set(labels.tolist()) - {GROUND}):
         merged = shapely.union_all([f for f, l in zip(faces, labels) if l == label])
@@ -98,7 +101,51 @@ def roof_faces(faces: list[shapely.Polygon], labels: np.ndarray, planes: list[Pl
     return result
 
 
-def _data_costs(faces, planes, samples: RoofSamples, footprint, ground_z, config: Lod2Config) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class _Edges:
+    """Pairs of faces sharing boundary (i < j), with the shared length."""
+
+    i: np.ndarray
+    j: np.ndarray
+    length: np.ndarray
+    on_outline: np.ndarray
+    """Per face, whether part of its boundary is the footprint's outline."""
+
+
+def _adjacency(faces: list[shapely.Polygon]) -> _Edges:
+    """Faces of an arrangement share whole segments (the linework was noded), so
+    neighbours are found by matching segments, all at once."""
+    starts, ends, owners = [], [], []
+    for k, face in enumerate(faces):
+        for ring in (face.exterior, *face.interiors):
+            coords = np.rint(np.asarray(ring.coords) / ARRANGEMENT_GRID_M).astype(np.int64)
+            starts.append(coords[:-1])
+            ends.append(coords[1:])
+            owners.append(np.full(len(coords) - 1, k))
+    a, b, owner = np.concatenate(starts), np.concatenate(ends), np.concatenate(owners)
+    swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+    low, high = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
+    keys = np.column_stack([low, high])
+    _, segment, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    segment = segment.reshape(-1)
+    length = np.hypot(*(high - low).T.astype(float)) * ARRANGEMENT_GRID_M
+    on_outline = np.zeros(len(faces), dtype=bool)
+    on_outline[owner[counts[segment] == 1]] = True
+    order = np.lexsort((owner, segment))
+    shared = counts[segment[order]] == 2
+    first = order[shared][0::2]
+    second = order[shared][1::2]
+    i, j = np.minimum(owner[first], owner[second]), np.maximum(owner[first], owner[second])
+    distinct = i != j
+    pairs = np.column_stack([i[distinct], j[distinct]])
+    if len(pairs) == 0:
+        return _Edges(np.empty(0, int), np.empty(0, int), np.empty(0), on_outline)
+    unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    summed = np.bincount(inverse.reshape(-1), weights=length[first][distinct])
+    return _Edges(unique_pairs[:, 0], unique_pairs[:, 1], summed, on_outline)
+
+
+def _data_costs(faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config) -> np.ndarray:
     n_labels = len(planes) + 1  # the last label is the ground
     costs = np.zeros((len(faces), n_labels))
     tree = shapely.STRtree(faces)
@@ -108,94 +155,74 @@ def _data_costs(faces, planes, samples: RoofSamples, footprint, ground_z, config
     surfaces = np.stack([p.height_at(xy[:, 0], xy[:, 1]) for p in planes] + [np.full(len(xy), ground_z)], axis=1)
     misfit = np.minimum(np.abs(surfaces - z[:, None]), config.misfit_cap_m) * samples.area
     np.add.at(costs, face_index, misfit)
-    outline = footprint.exterior
+    costs[on_outline, -1] = _FORBIDDEN
+    # A plane that dips to the ground anywhere on a face cannot roof it.
     for k, face in enumerate(faces):
-        if face.boundary.intersection(outline).length > 0:
-            costs[k, -1] = _FORBIDDEN
+        corners = np.asarray(face.exterior.coords)
+        for label, plane in enumerate(planes):
+            if plane.height_at(corners[:, 0], corners[:, 1]).min() < ground_z + MIN_ROOF_CLEARANCE_M:
+                costs[k, label] = _FORBIDDEN
     return costs
 
 
-def _adjacency(faces: list[shapely.Polygon]) -> list[tuple[int, int, float]]:
-    tree = shapely.STRtree(faces)
-    left, right = tree.query(faces, predicate="intersects")
-    edges = []
-    for i, j in zip(left.tolist(), right.tolist()):
-        if i < j:
-            length = faces[i].boundary.intersection(faces[j].boundary).length
-            if length > 1e-6:
-                edges.append((i, j, float(length)))
-    return edges
-
-
-def _energy(costs: np.ndarray, edges, labels: np.ndarray, smoothness: float) -> float:
+def _energy(costs: np.ndarray, edges: _Edges, labels: np.ndarray, smoothness: float) -> float:
     data = float(costs[np.arange(len(labels)), labels].sum())
-    return data + smoothness * sum(length for i, j, length in edges if labels[i] != labels[j])
+    cut = labels[edges.i] != labels[edges.j]
+    return data + smoothness * float(edges.length[cut].sum())
 
 
-def _expand(costs: np.ndarray, edges, labels: np.ndarray, alpha: int, smoothness: float) -> np.ndarray:
+def _expand(costs: np.ndarray, edges: _Edges, labels: np.ndarray, alpha: int, smoothness: float) -> np.ndarray:
     """One alpha-expansion move: the best labelling where faces keep their label or take alpha.
 
     Binary variable per face: 0 keeps its label (source side), 1 takes alpha (sink side).
     A Potts pair term E(x_i, x_j) with E00 = w[l_i != l_j], E01 = w[l_i != alpha],
-    E10 = w[alpha != l_j], E11 = 0 is decomposed, after Kolmogorov and Zabih, into unary
-    terms and one edge of capacity E01 + E10 - E00 - E11 >= 0 (the Potts model is a metric).
+    E10 = w[alpha != l_j], E11 = 0 is decomposed, after Kolmogorov and Zabih, into
+    E00 + (E10 - E00) x_i - E10 x_j + (E01 + E10 - E00) (1 - x_i) x_j: unary terms and
+    one edge of capacity E01 + E10 - E00 >= 0 (the Potts model is a metric).
     """
     n = len(labels)
-    graph = maxflow.GraphFloat()
-    nodes = graph.add_nodes(n)
     keep = costs[np.arange(n), labels].copy()
     switch = costs[:, alpha].copy()
-    for i, j, length in edges:
-        w = smoothness * length
-        e00 = w * (labels[i] != labels[j])
-        e01 = w * (labels[i] != alpha)
-        e10 = w * (alpha != labels[j])
-        # E = e00 + (e10 - e00) x_i + (0 - e10) x_j + (e01 + e10 - e00) (1 - x_i) x_j
-        switch[i] += e10 - e00
-        switch[j] += -e10
-        graph.add_edge(nodes[i], nodes[j], e01 + e10 - e00, 0.0)
-    for i in range(n):
-        low = min(keep[i], switch[i])
-        # a node on the sink side (takes alpha) cuts its source edge: capacity = cost of switching
-        graph.add_tedge(nodes[i], switch[i] - low, keep[i] - low)
+    w = smoothness * edges.length
+    li, lj = labels[edges.i], labels[edges.j]
+    e00 = w * (li != lj)
+    e01 = w * (li != alpha)
+    e10 = w * (lj != alpha)
+    np.add.at(switch, edges.i, e10 - e00)
+    np.add.at(switch, edges.j, -e10)
+    graph = maxflow.GraphFloat()
+    nodes = graph.add_nodes(n)
+    if len(w):
+        graph.add_edges(nodes[edges.i], nodes[edges.j], e01 + e10 - e00, np.zeros(len(w)))
+    low = np.minimum(keep, switch)
+    # a node on the sink side (takes alpha) cuts its source edge: capacity = cost of switching
+    graph.add_grid_tedges(nodes, switch - low, keep - low)
     graph.maxflow()
-    takes_alpha = np.array([graph.get_segment(nodes[i]) == 1 for i in range(n)])
+    takes_alpha = graph.get_grid_segments(nodes)
     return np.where(takes_alpha, alpha, labels)
 
 
-def _absorb_slivers(faces, labels: np.ndarray, min_area: float) -> np.ndarray:
+def _absorb_slivers(faces, edges: _Edges, labels: np.ndarray, min_area: float) -> np.ndarray:
     """Regions of one label smaller than `min_area` take the label they share most edge with."""
     labels = labels.copy()
-    edges = _adjacency(faces)
-    while True:
-        regions = _regions(len(faces), edges, labels)
-        small = [r for r in regions if sum(faces[k].area for k in r) < min_area]
-        if not small or len(regions) == 1:
+    areas = np.array([f.area for f in faces])
+    for _ in range(len(faces)):
+        same = labels[edges.i] == labels[edges.j]
+        graph = coo_matrix((np.ones(same.sum()), (edges.i[same], edges.j[same])), shape=(len(faces),) * 2)
+        count, region = connected_components(graph, directed=False)
+        if count <= 1:
             return labels
-        region = min(small, key=lambda r: (sum(faces[k].area for k in r), min(r)))
-        shared: dict[int, float] = {}
-        for i, j, length in edges:
-            if (i in region) != (j in region):
-                other = labels[j] if i in region else labels[i]
-                shared[other] = shared.get(other, 0.0) + length
-        if not shared:
+        region_area = np.bincount(region, weights=areas, minlength=count)
+        small = np.flatnonzero(region_area < min_area)
+        if len(small) == 0:
             return labels
-        labels[list(region)] = max(shared, key=lambda l: (shared[l], -l))
-
-
-def _regions(n: int, edges, labels: np.ndarray) -> list[set[int]]:
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j, _ in edges:
-        if labels[i] == labels[j]:
-            parent[find(i)] = find(j)
-    groups: dict[int, set[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), set()).add(i)
-    return sorted(groups.values(), key=min)
+        target = small[np.argmin(region_area[small])]
+        inside = region == target
+        border = inside[edges.i] != inside[edges.j]
+        if not border.any():
+            return labels
+        other = np.where(inside[edges.i[border]], labels[edges.j[border]], labels[edges.i[border]])
+        shared = np.bincount(other - other.min(), weights=edges.length[border])
+        best = int(np.argmax(shared)) + int(other.min())
+        labels[inside] = best
+    return labels

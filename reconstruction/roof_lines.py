@@ -25,7 +25,7 @@ from twin.config import Lod2Config
 MEETING_DISTANCE_M = 0.75
 """Two planes meet (a ridge, valley or hip, not a step) when their intersection line runs
 within this distance of the edge between their cells."""
-FREE_LINE_LENGTH_M = 5.0
+FREE_LINE_LENGTH_M = 2.0
 """Outline pieces in none of the footprint's directions are roof lines only when this long."""
 
 
@@ -76,7 +76,12 @@ def roof_lines(
     directions = _footprint_directions(footprint, field.angle, config)
     lines = _outline_lines(field, label_grid, len(planes), footprint, origin, directions, config)
     lines += _intersection_lines(field, label_grid, planes, origin, config)
-    return _merge(lines, config)
+    merged = _merge(lines, config)
+    # Every line crosses the whole footprint, so faces grow with the square of the line
+    # count: past `max_lines`, the lines with the least evidence go (exact ones stay).
+    exact = [line for line in merged if line.exact]
+    others = sorted((line for line in merged if not line.exact), key=lambda l: (-l.weight, l.angle, l.offset))
+    return exact + others[: max(0, config.max_lines - len(exact))]
 
 
 def _footprint_directions(footprint: shapely.Polygon, main_angle: float, config: Lod2Config) -> list[float]:

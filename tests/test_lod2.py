@@ -193,3 +193,64 @@ def test_lod22_reconstruction_is_deterministic():
     first, second = lod22_of(building, points), lod22_of(building, points)
     assert [s.rings[0].tolist() for s in first.solid.surfaces] == [s.rings[0].tolist() for s in second.solid.surfaces]
     assert isinstance(first.faces[0].plane, Plane)
+
+
+def test_footprint_free_mode_outlines_the_sample_buildings(sample_dir, truth):
+    import twin
+
+    model = twin.build(points=[sample_dir / "lidar.laz"])
+    true_footprints = {k: shapely.from_wkt(v["footprint_wkt"]) for k, v in truth.items()}
+    overlaps = []
+    for building in model.buildings:
+        assert building.id.startswith("b_") and building.status in ("built", "fallback")
+        assert building.attributes["validity_lod22"] == []
+        best = max(true_footprints.values(), key=lambda f: f.intersection(building.footprint).area)
+        overlaps.append(best.intersection(building.footprint).area / best.union(building.footprint).area)
+    assert len(model.buildings) >= 28
+    assert np.median(overlaps) >= 0.85
+    covered = shapely.union_all([b.footprint for b in model.buildings])
+    for building_id, footprint in true_footprints.items():  # no building lost
+        assert footprint.intersection(covered).area > 0.7 * footprint.area, building_id
+    # the same run twice gives the same ids
+    assert [b.id for b in twin.build(points=[sample_dir / "lidar.laz"]).buildings] == [b.id for b in model.buildings]
+
+
+@pytest.fixture(scope="module")
+def real_runs(shared_data):
+    import os
+
+    import twin
+
+    lidar = shared_data / "lidarhd"
+    montpellier = sorted(lidar / "montpellier" / name for name in os.listdir(lidar / "montpellier"))
+    return {
+        "bdtopo": twin.build(points=[lidar / "bdtopo-870000-6618000/lidar.laz"],
+                             footprints=lidar / "bdtopo-870000-6618000/bdtopo_batiments.shp"),
+        "montpellier": twin.build(points=montpellier),
+        "alps": twin.build(points=[lidar / "edge-cases/single_building_alps.laz"]),
+        "bridge": twin.build(points=[lidar / "edge-cases/bridge.laz"]),
+    }
+
+
+def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, shared_data):
+    import laspy
+
+    built = [b for run in real_runs.values() for b in run.buildings if b.lods]
+    valid = [b.attributes["validity_lod22"] == [] and validate_solid(b.lods["2.2"]) == [] for b in built]
+    assert np.mean(valid) >= 0.99
+    for b in built:
+        assert_closed_outward(b.lods["2.2"], b.id)
+    # With footprints, LoD2.2 fits the points closely.
+    with_footprints = [b.attributes["rmse_lod22"] for b in real_runs["bdtopo"].buildings if b.lods]
+    assert np.median(with_footprints) <= 0.20
+    # Without them (outlines from the points, city-centre roofs with equipment), looser.
+    derived = [b.attributes["rmse_lod22"] for key in ("montpellier", "alps") for b in real_runs[key].buildings]
+    assert np.median(derived) <= 0.45
+    # No building lost: every cluster of building points lies in some outline.
+    for path in sorted((shared_data / "lidarhd/montpellier").iterdir()):
+        las = laspy.read(path)
+        xy = np.column_stack([las.x, las.y])[np.asarray(las.classification) == 6]
+        covered = shapely.union_all([b.footprint for b in real_runs["montpellier"].buildings]).buffer(0.5)
+        assert np.mean(shapely.contains_xy(covered, xy[:, 0], xy[:, 1])) > 0.97, path.name
+    # A bridge (class 17) is not a building.
+    assert real_runs["bridge"].buildings == () or all(b.footprint.area < 50 for b in real_runs["bridge"].buildings)

@@ -47,7 +47,7 @@ class _RichProgress:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="twin")
 def main() -> None:
-    """twin builds 3D city models (LOD1.2, LOD1.3) from classified LiDAR and building footprints."""
+    """twin builds 3D city models (LOD1.2, LOD1.3, LOD2.2) from classified LiDAR and building footprints."""
 
 
 @main.command(
@@ -57,12 +57,14 @@ Examples:
   twin build --points tile1.laz tile2.laz --footprints batiments.gpkg --id-field cleabs --out out/
   twin build --points tile.copc.laz --footprints bati.shp --format cityjsonseq --out out/
   twin build --points old.laz --crs EPSG:2154 --footprints bati.gpkg --out out/   (header without CRS)
+  twin build --points campus.laz --out out/   (no footprints: outlines from the building points)
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
               help="LAS/LAZ/COPC files; repeat the option or list several files after it.")
-@click.option("--footprints", required=True, type=click.Path(path_type=Path),
-              help="Building footprints in any OGR format (GPKG, GeoJSON, Shapefile...).")
+@click.option("--footprints", type=click.Path(path_type=Path),
+              help="Building footprints in any OGR format (GPKG, GeoJSON, Shapefile...); "
+                   "without it, outlines are derived from the building points.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--format", "formats", multiple=True, default=("cityjson",), show_default=True,
               help="Output format; repeat for several (cityjson, cityjsonseq).")
@@ -84,7 +86,7 @@ Examples:
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
 def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
           building_classes, ground_classes, roof_percentile, step_height, more_points) -> None:
-    """Build LOD1.2 and LOD1.3 buildings from point clouds and footprints.
+    """Build LOD1.2, LOD1.3 and LOD2.2 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
     --format cityjsonseq), summary.json (every building's status and reason) and

@@ -100,7 +100,8 @@ class Lod2Config:
     """Points whose neighbourhood bends more than this (smallest eigenvalue over their sum)
     sit on an edge and link no region."""
     min_plane_points: int = 15
-    """Smaller regions are not roof planes."""
+    min_plane_area_m2: float = 2.0
+    """Regions with fewer points, or covering less area (at the building's point density), are not roof planes."""
     merge_angle_deg: float = 5.0
     merge_distance_m: float = 0.2
     """Planes closer than these in direction and offset are one plane."""
@@ -111,7 +112,7 @@ class Lod2Config:
     """Planes flatter than this are made exactly horizontal (flat roofs and their drainage slope)."""
     max_roof_slope_deg: float = 70.0
     """Steeper segments are walls, not roofs."""
-    max_planes: int = 60
+    max_planes: int = 150
     """More planes than this and the building falls back (vegetation or noise, not a roof)."""
     max_nodata_fraction: float = 0.6
     """More of the footprint without points than this (glass roofs, greenhouses) and it falls back."""
@@ -121,9 +122,11 @@ class Lod2Config:
     """Roof lines within this angle of the footprint's main directions are aligned with them."""
     line_offset_m: float = 0.5
     """Parallel roof lines closer than this are one line."""
-    min_line_length_m: float = 1.5
+    min_line_length_m: float = 1.0
     """Shorter outline pieces are not roof lines."""
-    smoothness: float = 0.5
+    max_lines: int = 150
+    """Most roof lines kept per building (the best supported)."""
+    smoothness: float = 0.2
     """Weight of boundary length (m) against misfit volume (m3) in the face labelling."""
     misfit_cap_m: float = 3.0
     """A cell's misfit to a plane counts at most this much (robust to trees and outliers)."""
@@ -140,11 +143,36 @@ class Lod2Config:
             _require(getattr(self, name) > 0, f"{name} must be positive")
         _require(0 < self.max_surface_variation < 1 / 3, "surface variation must be within 0..1/3")
         _require(self.min_plane_points >= 3, "a plane needs at least 3 points")
+        _require(self.min_plane_area_m2 >= 0, "minimum plane area cannot be negative")
         _require(0 < self.max_roof_slope_deg <= 90, "max roof slope must be within 0..90")
         _require(0 <= self.flat_snap_deg < self.max_roof_slope_deg, "flat snap angle must be below the max slope")
         _require(self.max_planes >= 1, "max planes must be at least 1")
+        _require(self.max_lines >= 1, "max lines must be at least 1")
         _require(0 < self.max_nodata_fraction <= 1, "max no-data fraction must be within 0..1")
         _require(self.min_face_area_m2 >= 0, "minimum face area cannot be negative")
+
+
+@dataclass(frozen=True)
+class OutlineConfig:
+    """Building outlines derived from the building points, when no footprints are given."""
+
+    cell_size_m: float = 0.5
+    closing_cells: int = 1
+    """Gaps up to about twice this many cells between building points are closed."""
+    max_hole_m2: float = 25.0
+    """Holes smaller than this are filled; larger ones are courtyards."""
+    min_area_m2: float = 10.0
+    """Smaller outlines are specks (chimneys, vehicles, misclassified points), not buildings."""
+    split_step_m: float = 3.0
+    """Adjoining buildings are split where their roofs step by at least this much..."""
+    min_split_area_m2: float = 40.0
+    """... when both sides are at least this large."""
+
+    def __post_init__(self) -> None:
+        _require(0.1 <= self.cell_size_m <= 5, "outline cell must be within 0.1..5 m")
+        _require(self.closing_cells >= 0, "closing cells cannot be negative")
+        for name in ("max_hole_m2", "min_area_m2", "split_step_m", "min_split_area_m2"):
+            _require(getattr(self, name) >= 0, f"{name} cannot be negative")
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,7 @@ class BuildConfig:
     ground: GroundConfig = field(default_factory=GroundConfig)
     lod1: Lod1Config = field(default_factory=Lod1Config)
     lod2: Lod2Config = field(default_factory=Lod2Config)
+    outlines: OutlineConfig = field(default_factory=OutlineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

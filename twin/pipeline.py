@@ -19,6 +19,7 @@ import shapely
 import exporters
 from reconstruction.building import BuildingInputs, reconstruct_building
 from reconstruction.crop import build_grid_index, indices_in_polygon
+from reconstruction.outlines import building_outlines
 from reconstruction.shared_walls import shared_wall_areas
 from twin.config import BuildConfig
 from twin.errors import InputError
@@ -26,7 +27,7 @@ from twin.geodesy import crs_uri, horizontal_part
 from twin.inputs.communes import read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import KeepMask, open_sources, read_points
-from twin.model import Building, CityModel, PointCloud, Status, TerrainGrid
+from twin.model import Building, CityModel, Footprint, PointCloud, Status, TerrainGrid
 from twin.report import write_run_records
 
 DEFAULT_FORMATS = ("cityjson",)
@@ -51,7 +52,7 @@ class Progress:
 
 def build(
     points: Sequence[str | Path],
-    footprints: str | Path,
+    footprints: str | Path | None = None,
     out_dir: str | Path | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
     config: BuildConfig = BuildConfig(),
@@ -63,7 +64,9 @@ def build(
     commune_field: str | None = None,
     progress: Progress | None = None,
 ) -> CityModel:
-    """Builds LOD1.2 and LOD1.3 buildings; writes `formats` into `out_dir` when given.
+    """Builds LOD1.2, LOD1.3 and LOD2.2 buildings; writes `formats` into `out_dir` when given.
+
+    Without `footprints`, building outlines are derived from the building points.
 
     With `communes` (an OGR file of commune polygons), each building gets the `commune`
     attribute: the code of the commune holding its footprint's centroid.
@@ -73,27 +76,31 @@ def build(
     if out_dir is not None:
         out_dir = _prepare_out_dir(Path(out_dir))
 
-    footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
     sources, model_crs, notes = open_sources(points, crs, vertical_crs)
-    notes = list(footprint_set.notes) + notes
-    notes += _check_crs(footprint_set.path, footprint_set.crs, model_crs)
     commune_set = read_communes(communes, commune_field) if communes is not None else None
     if commune_set is not None:
         notes += _check_crs(commune_set.path, commune_set.crs, model_crs)
-
     coverage = shapely.union_all([s.footprint() for s in sources])
-    covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
-    if footprint_set.footprints and not covered:
-        raise InputError(
-            f"none of the {len(footprint_set.footprints)} footprints of {footprint_set.path} overlaps the point files "
-            f"(points cover {_bounds_text(coverage)}, footprints cover "
-            f"{_bounds_text(shapely.union_all([f.polygon for f in footprint_set.footprints]))}); "
-            "check that both are in the same CRS and the same area"
-        )
-    reach = max(config.ground.ring_width_m, config.ground.nearest_radius_m)
-    keep = KeepMask.around(shapely.union_all([f.polygon.envelope.buffer(reach) for f in covered])) if covered else None
-    progress.stage("reading points", sum(s.point_count for s in sources))
-    cloud, terrain, sources = read_points(sources, model_crs, config.classes, keep, progress.advance)
+    if footprints is None:
+        progress.stage("reading points", sum(s.point_count for s in sources))
+        cloud, terrain, sources = read_points(sources, model_crs, config.classes, None, progress.advance)
+        footprint_set = _derived_footprints(cloud, config)
+        notes += list(footprint_set.notes)
+    else:
+        footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
+        notes = list(footprint_set.notes) + notes + _check_crs(footprint_set.path, footprint_set.crs, model_crs)
+        covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
+        if footprint_set.footprints and not covered:
+            raise InputError(
+                f"none of the {len(footprint_set.footprints)} footprints of {footprint_set.path} overlaps the point files "
+                f"(points cover {_bounds_text(coverage)}, footprints cover "
+                f"{_bounds_text(shapely.union_all([f.polygon for f in footprint_set.footprints]))}); "
+                "check that both are in the same CRS and the same area"
+            )
+        reach = max(config.ground.ring_width_m, config.ground.nearest_radius_m)
+        keep = KeepMask.around(shapely.union_all([f.polygon.envelope.buffer(reach) for f in covered])) if covered else None
+        progress.stage("reading points", sum(s.point_count for s in sources))
+        cloud, terrain, sources = read_points(sources, model_crs, config.classes, keep, progress.advance)
 
     progress.stage("reconstructing buildings", len(footprint_set.footprints) + len(footprint_set.rejected))
     buildings = list(_reconstruct_all(footprint_set, cloud, terrain, coverage, config, progress))
@@ -160,6 +167,24 @@ def _reconstruct_all(
             {"status": str(Status.FAILED), "reason": reason},
         )
         progress.advance()
+
+
+DERIVED_FOOTPRINTS = "(derived from the building points)"
+
+
+def _derived_footprints(cloud: PointCloud, config: BuildConfig) -> FootprintSet:
+    """Footprints outlined from the building points, for runs without a footprint file."""
+    building = cloud.xyz[np.isin(cloud.classification, config.classes.building)]
+    outlines = building_outlines(building, config.outlines)
+    note = "derived from the building points (no footprint file)"
+    return FootprintSet(
+        path=DERIVED_FOOTPRINTS,
+        layer="",
+        id_field=None,
+        crs=None,
+        footprints=tuple(Footprint(id_, polygon, {}, (note,)) for id_, polygon in outlines),
+        notes=(f"no footprints given: {len(outlines)} building outlines {note}",),
+    )
 
 
 def with_shared_walls(buildings: list[Building]) -> list[Building]:
