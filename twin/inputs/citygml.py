@@ -165,7 +165,7 @@ class _Reader:
             else:
                 parts.append(BuildingPart(part_id, part_lods, _without_reserved(part_attributes)))
         return make_building(
-            identifier, _without_reserved(attributes), lods, tuple(parts), footprint, self._path.name
+            identifier, _without_reserved(attributes), lods, tuple(parts), footprint
         )
 
     def _space(self, element: etree._Element, index: dict, fallback_id: str):

@@ -90,7 +90,7 @@ def _buildings(document: dict, vertices: np.ndarray, path: Path) -> Iterator[Bui
                 continue
             part_lods, _ = _geometries(child, vertices, child_id, path)
             parts.append(BuildingPart(child_id, part_lods, dict(child.get("attributes") or {})))
-        yield make_building(object_id, dict(city_object.get("attributes") or {}), lods, tuple(parts), footprint, path.name)
+        yield make_building(object_id, dict(city_object.get("attributes") or {}), lods, tuple(parts), footprint)
 
 
 def _geometries(city_object: dict, vertices: np.ndarray, object_id: str, path: Path):

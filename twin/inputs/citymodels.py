@@ -110,21 +110,18 @@ def make_building(
     lods: Mapping[str, Solid],
     parts: tuple[BuildingPart, ...],
     footprint: shapely.Polygon | None,
-    source: str,
 ) -> Building:
     """A building as read from a file: its status and reason from its attributes when twin
-    wrote them, else `built` (or `no points` without geometry)."""
+    wrote them, else `built` as delivered."""
     all_lods = sorted({*lods, *(lod for part in parts for lod in part.lods)})
     if footprint is None or footprint.is_empty:
         footprint = footprint_of(_solids_at(all_lods[0], lods, parts)) if all_lods else shapely.Polygon()
     try:
         status = Status(attributes.get("status"))
     except ValueError:
-        status = Status.BUILT if all_lods else Status.NO_POINTS
+        status = Status.BUILT
     reason = attributes.get("reason")
-    if not isinstance(reason, str):
-        reason = f"read from {source}"
-    return Building(identifier, footprint, status, reason, attributes, lods, parts)
+    return Building(identifier, footprint, status, reason if isinstance(reason, str) else "", attributes, lods, parts)
 
 
 def _solids_at(lod: str, lods: Mapping[str, Solid], parts: tuple[BuildingPart, ...]) -> list[Solid]:
