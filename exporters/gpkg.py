@@ -6,8 +6,8 @@
   `twin.attributes`); a building without a footprint has a null geometry.
 - layer `roof_faces` (when some building has LoD 2 roofs): each roof surface of the
   building's highest LoD as a 3D polygon (in the compound CRS) with its slope and
-  azimuth in degrees and its area in m², computed from the geometry, and the surface's
-  own attributes.
+  azimuth in degrees, its area and its area seen from above (`area_2d`) in m², computed
+  from the geometry, and the surface's own attributes.
 
 GDAL stamps GeoPackages with the current time unless told a date; a fixed one keeps
 the file identical from run to run.
@@ -89,6 +89,7 @@ def roof_faces(buildings: Iterable[Building]) -> list[dict[str, Any]]:
                 "slope": round(slope, 2),
                 "azimuth": None if azimuth is None else round(azimuth, 2),
                 "area": round(surface_area(surface), 2),
+                "area_2d": round(shapely.Polygon(surface.rings[0][:, :2], [r[:, :2] for r in surface.rings[1:]]).area, 2),
             }
             for name, value in surface.attributes.items():
                 record.setdefault(name, value)
