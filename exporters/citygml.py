@@ -14,6 +14,9 @@ LoDs map onto CityGML's levels) carrying:
 Coordinates are in the model's compound CRS (`srsName` its OGC URI, `srsDimension` 3),
 to the millimetre. The writer streams: the XML is written element by element
 (lxml's incremental `xmlfile`), so only one building is ever held as XML.
+
+Written on lxml by hand because no maintained Python library writes CityGML 3.0
+(citygml4j and citygml-tools are Java).
 """
 
 from __future__ import annotations
