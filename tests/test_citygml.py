@@ -255,3 +255,26 @@ def test_cityjson_without_crs_asks_for_it(tmp_path):
                                 "CityObjects": {}, "vertices": []}))
     with pytest.raises(InputError, match="crs="):
         read_city_model(path)
+
+
+def test_real_ign_build_through_the_cli(shared_data, tmp_path, validators_dir):
+    """BD TOPO footprints over LiDAR HD, written by `twin build --format citygml3 --format
+    citygml2`: ids from feature ids, buildings without points (and so without footprint)."""
+    from tests.test_cli import twin_cli
+
+    folder = shared_data / "lidarhd/bdtopo-870000-6618000"
+    out = tmp_path / "out"
+    result = twin_cli("build", "--points", folder / "lidar.laz", "--footprints", folder / "bdtopo_batiments.shp",
+                      "--out", out, "--format", "citygml3", "--format", "citygml2")
+    assert result.returncode == 0, result.stderr
+    model = read_city_model(out / "buildings.citygml3.gml")
+    assert {str(b.status) for b in model.buildings} >= {"built", "no points"}
+    assert len(model.buildings) == 40 and all(b.id.startswith("bdtopo_batiments.") for b in model.buildings)
+    for version in ("3.0", "2.0"):
+        path = out / WRITERS[version][1]
+        assert_valid(path, version, validators_dir)
+        read = read_city_model(path)
+        assert differences(model, read) == []
+        assert write(read, version, tmp_path / version).read_bytes() == path.read_bytes()
+    with_ground = [b for b in model.buildings if "h_ground" in b.attributes]
+    assert with_ground and all(not b.footprint.is_empty for b in with_ground)
