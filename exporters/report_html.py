@@ -84,12 +84,15 @@ def report_html(model: CityModel) -> str:
         _figure(_height_map(model.buildings, heights), "Buildings coloured by height above ground"),
         _figure(_quality_map(model.buildings), "Buildings coloured by quality"),
         "<h2>Distributions</h2>",
-        _figure(_histograms(model.buildings, heights), "Heights and RMSE"),
+        _figure(_histograms(model.buildings, heights), _histograms_caption(model.buildings)),
         "<h2>Counts</h2>",
         _counts_table("Status", Counter(str(b.status) for b in model.buildings), [str(s) for s in Status]),
         _counts_table("Quality", Counter(quality(b) for b in model.buildings), list(QUALITY_COLOURS)),
         _counts_table("Highest LoD", Counter((b.available_lods() or ("none",))[-1] for b in model.buildings)),
-        _roof_types(model.buildings),
+        _attribute_counts(model.buildings, ("roof_type",), "Roof type",
+                          "No roof type in these buildings (it comes with LoD2 reconstruction)."),
+        _attribute_counts(model.buildings, ("quality_flag", "quality"), "Quality flag",
+                          "No quality flag in these buildings (it comes with LoD2 reconstruction)."),
         "<h2>Fallbacks and failures</h2>",
         _problems_table(model.buildings),
         "<h2>Inputs</h2>",
@@ -214,6 +217,13 @@ def _histograms(buildings: list[Building] | tuple[Building, ...], heights: Mappi
     return figure
 
 
+def _histograms_caption(buildings: Iterable[Building]) -> str:
+    names = list(_rmse_attributes(buildings))
+    if not names:
+        return "Heights above ground (no RMSE attribute in these buildings; it comes with LoD2 reconstruction)"
+    return f"Heights above ground, and RMSE between the points and the model ({', '.join(names)})"
+
+
 def _rmse_attributes(buildings: Iterable[Building]) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     for building in buildings:
@@ -237,11 +247,14 @@ def _counts_table(title: str, counts: Counter, order: list[str] | None = None) -
     return f"<h3>{_e(title)}</h3><table><tr><th>{_e(title.lower())}</th><th>buildings</th></tr>{rows}</table>"
 
 
-def _roof_types(buildings: Iterable[Building]) -> str:
-    counts = Counter(str(b.attributes["roof_type"]) for b in buildings if b.attributes.get("roof_type") is not None)
-    if not counts:
-        return "<h3>Roof type</h3><p>No roof type in these buildings (it comes with LoD2 reconstruction).</p>"
-    return _counts_table("Roof type", counts)
+def _attribute_counts(buildings: list[Building] | tuple[Building, ...], names: tuple[str, ...], title: str,
+                      absent: str) -> str:
+    """Counts of the first of `names` that the buildings carry (roof type, quality flag...)."""
+    for name in names:
+        counts = Counter(str(b.attributes[name]) for b in buildings if b.attributes.get(name) is not None)
+        if counts:
+            return _counts_table(title, counts)
+    return f"<h3>{_e(title)}</h3><p>{_e(absent)}</p>"
 
 
 def _problems_table(buildings: Iterable[Building]) -> str:

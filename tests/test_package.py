@@ -262,3 +262,26 @@ def test_bad_inputs_give_one_line(sample_build, build_with_empty_commune, tmp_pa
     assert good.returncode == 0, good.stderr
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["77083", "77083.zip", "93051", "93051.zip"]
     shutil.rmtree(tmp_path / "all")
+
+
+def test_report_counts_roof_types_and_lists_fallbacks(truth_model, sample_build_communes):  # noqa: F811
+    from dataclasses import replace
+
+    from exporters.report_html import building_height, report_html
+    from twin.model import Status
+
+    html = report_html(truth_model)
+    assert "<h3>Roof type</h3><table>" in html and "<td>sloped</td>" in html
+    b01 = next(b for b in truth_model.buildings if b.id == "B01")
+    assert building_height(b01) == pytest.approx(b01.attributes["h_roof_max"] - b01.attributes["h_ground"], abs=0.001)
+    model, _ = sample_build_communes
+    degraded = tuple(
+        replace(b, status=Status.FALLBACK, reason="ground from nearest ground points: 12 m away")
+        if b.id == "B03" else b for b in model.buildings
+    )
+    html = report_html(replace(model, buildings=degraded))
+    assert "<td>B03</td><td>fallback</td><td>ground from nearest ground points: 12 m away</td>" in html
+    assert "no RMSE attribute in these buildings" in html
+    with_rmse = tuple(replace(b, attributes={**b.attributes, "rmse_lod12": 0.05 + 0.01 * k})
+                      for k, b in enumerate(model.buildings))
+    assert "RMSE between the points and the model (rmse_lod12)" in report_html(replace(model, buildings=with_rmse))
