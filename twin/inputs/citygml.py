@@ -181,13 +181,16 @@ class _Reader:
         boundary_tag = "boundary" if self._is_v3() else "boundedBy"
         part_tag = "buildingPart" if self._is_v3() else "consistsOfBuildingPart"
         for child in element:
+            if not isinstance(child.tag, str):
+                continue
             local = _local(child.tag)
-            namespace = etree.QName(child).namespace if isinstance(child.tag, str) else None
+            namespace = etree.QName(child).namespace
             if child.tag == self._gml("name") and name is None:
                 name = child.text
             elif local == "genericAttribute" and namespace == self._d.core:
                 for attribute in child:
-                    attributes.update(self._generic_attribute(attribute))
+                    if isinstance(attribute.tag, str):
+                        attributes.update(self._generic_attribute(attribute))
             elif namespace == self._d.generics:
                 attributes.update(self._generic_attribute(child))
             elif local == boundary_tag and namespace in (self._d.core, self._d.building):
@@ -225,14 +228,15 @@ class _Reader:
     def _thematic_surface(self, element, index, thematic, kinds) -> None:
         kind_name = _local(element.tag)
         attributes: dict[str, Any] = {}
-        for child in element:
+        children = [child for child in element if isinstance(child.tag, str)]
+        for child in children:
             local = _local(child.tag)
             if local == "genericAttribute":
                 for attribute in child:
                     attributes.update(self._generic_attribute(attribute))
             elif etree.QName(child).namespace == self._d.generics:
                 attributes.update(self._generic_attribute(child))
-        for child in element:
+        for child in children:
             local = _local(child.tag)
             if local.startswith("lod") and local.endswith("MultiSurface") and local[3].isdigit():
                 level = int(local[3])
