@@ -54,7 +54,7 @@ from twin.model import Building, CityModel, Solid, Surface
 
 CITYGML3_FILE = "buildings.citygml3.gml"
 CITYGML2_FILE = "buildings.citygml2.gml"
-SUPPORTED_LEVELS = (1, 2)
+SUPPORTED_LEVELS = (1, 2, 3)
 
 Envelope = tuple[np.ndarray, np.ndarray]
 
@@ -151,7 +151,7 @@ def _building_space(building: Building) -> _Space:
 
 def _check_level(object_id: str, lod: str) -> None:
     if lod_level(lod) not in SUPPORTED_LEVELS:
-        raise TwinError(f"{object_id}: LoD {lod} cannot be written to CityGML (twin writes LoD 1 and 2)")
+        raise TwinError(f"{object_id}: LoD {lod} cannot be written to CityGML (twin writes LoD 1 to 3)")
 
 
 def _has_errors(building: Building, lod: str) -> bool:
@@ -295,7 +295,7 @@ class _Writer:
                     self._solid_of_references(space, lod, solid)
 
     def _space_content_2(self, space: _Space) -> None:
-        """CityGML 2.0: footprint, LOD1 (no thematic surfaces there), LOD2 solid, LOD2 boundaries."""
+        """CityGML 2.0: footprint, LOD1 (no thematic surfaces there), then LoD 2 and 3."""
         if space.footprint is not None:
             with self._element(self._bldg("lod0FootPrint")):
                 self._footprint_surface(space)
@@ -316,14 +316,19 @@ class _Writer:
                                 for index, surface in enumerate(solid.surfaces, start=1):
                                     with self._element(self._gml("surfaceMember")):
                                         self._polygon(surface, f"{space.gml_id}_lod{lod}_p{index}")
-        if 2 in by_level:
-            lod, solid = by_level[2]
-            if lod not in space.surfaces_only:
-                with self._element(self._bldg("lod2Solid")):
-                    self._solid_of_references(space, lod, solid)
-            for index, surface in enumerate(solid.surfaces, start=1):
-                with self._element(self._bldg("boundedBy")):
-                    self._thematic_surface(space, lod, index, surface)
+        # The schema's order: lod2Solid, then the boundaries of every level, then lod3Solid.
+        if 2 in by_level and by_level[2][0] not in space.surfaces_only:
+            with self._element(self._bldg("lod2Solid")):
+                self._solid_of_references(space, *by_level[2])
+        for level in (2, 3):
+            if level in by_level:
+                lod, solid = by_level[level]
+                for index, surface in enumerate(solid.surfaces, start=1):
+                    with self._element(self._bldg("boundedBy")):
+                        self._thematic_surface(space, lod, index, surface)
+        if 3 in by_level and by_level[3][0] not in space.surfaces_only:
+            with self._element(self._bldg("lod3Solid")):
+                self._solid_of_references(space, *by_level[3])
 
     def _thematic_surface(self, space: _Space, lod: str, index: int, surface: Surface) -> None:
         namespace = self._d.construction if self._v3 else self._d.building

@@ -278,3 +278,14 @@ def test_real_ign_build_through_the_cli(shared_data, tmp_path, validators_dir):
         assert write(read, version, tmp_path / version).read_bytes() == path.read_bytes()
     with_ground = [b for b in model.buildings if "h_ground" in b.attributes]
     assert with_ground and all(not b.footprint.is_empty for b in with_ground)
+
+
+@pytest.mark.parametrize("name", ["Building_LOD3-EPSG25832.gml", "Building_and_garage_LOD2-EPSG25832.gml"])
+def test_other_producers_buildings_go_through(shared_data, tmp_path, validators_dir, name):
+    """KIT's FZK-Haus (LoD 3 with openings; LoD 2 with a garage part) read, written in both
+    versions, valid, and read back the same."""
+    model = read_city_model(shared_data / "citygml/citygml2-fzk-haus" / name)
+    for version in ("3.0", "2.0"):
+        path = write(model, version, tmp_path / version)
+        assert_valid(path, version, validators_dir)
+        assert differences(model, read_city_model(path)) == []
