@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import trimesh
-from trimesh.exchange.obj import export_obj
 
 from exporters import register
 from exporters.atomic import atomic_output
@@ -27,13 +25,17 @@ ORIGIN_STEP_M = 1000.0
 
 @register("obj", f"Wavefront OBJ mesh, one object per building, highest LoD ({OBJ_FILE})")
 def write_obj(model: CityModel, out_dir: Path) -> list[Path]:
+    # Imported here: every run loads the registry of exporters, and trimesh is slow to import.
+    import trimesh
+    from trimesh.exchange.obj import export_obj
+
     path = out_dir / OBJ_FILE
     origin = mesh_origin(model)
     scene = trimesh.Scene()
     for building in model.buildings:
         mesh = building_mesh(building, origin)
         if mesh is not None:
-            scene.add_geometry(mesh, geom_name=building.id, node_name=building.id)
+            scene.add_geometry(trimesh.Trimesh(*mesh, process=False), geom_name=building.id, node_name=building.id)
     header = (
         f"twin buildings, CRS {crs_uri(model.crs)}, coordinates minus origin "
         f"{origin[0]:.0f} {origin[1]:.0f} {origin[2]:.0f} (m, z up)"
@@ -54,9 +56,9 @@ def mesh_origin(model: CityModel) -> np.ndarray:
     return np.array([np.floor(low[0] / ORIGIN_STEP_M) * ORIGIN_STEP_M, np.floor(low[1] / ORIGIN_STEP_M) * ORIGIN_STEP_M, 0.0])
 
 
-def building_mesh(building: Building, origin: np.ndarray) -> trimesh.Trimesh | None:
-    """The building's highest LoD as one mesh; its solids keep their own vertices, so parts
-    touching each other stay separate closed shells."""
+def building_mesh(building: Building, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The building's highest LoD as one mesh (vertices, triangles); its solids keep their own
+    vertices, so parts touching each other stay separate closed shells."""
     lods = building.available_lods()
     if not lods:
         return None
@@ -66,4 +68,4 @@ def building_mesh(building: Building, origin: np.ndarray) -> trimesh.Trimesh | N
         vertices.append(solid_vertices - origin)
         triangles.append(solid_triangles + offset)
         offset += len(solid_vertices)
-    return trimesh.Trimesh(np.concatenate(vertices), np.concatenate(triangles), process=False)
+    return np.concatenate(vertices), np.concatenate(triangles)
