@@ -289,3 +289,12 @@ def test_other_producers_buildings_go_through(shared_data, tmp_path, validators_
         path = write(model, version, tmp_path / version)
         assert_valid(path, version, validators_dir)
         assert differences(model, read_city_model(path)) == []
+
+
+def test_malformed_coordinates_name_the_file_and_line(sample_build_communes, tmp_path):
+    _, out = sample_build_communes
+    text = (out / CITYGML2_FILE).read_text()
+    broken = tmp_path / "broken.gml"
+    broken.write_text(text.replace("<gml:posList srsDimension=\"3\">", "<gml:posList srsDimension=\"3\">x ", 1))
+    with pytest.raises(InputError, match=r"broken\.gml: a ring's coordinates are not numbers \(line \d+\)"):
+        read_city_model(broken)

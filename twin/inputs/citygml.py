@@ -307,6 +307,12 @@ class _Reader:
         return tuple(rings)
 
     def _ring_coordinates(self, ring) -> np.ndarray | None:
+        try:
+            return self._parse_ring(ring)
+        except ValueError:
+            raise InputError(f"{self._path}: a ring's coordinates are not numbers (line {ring.sourceline})") from None
+
+    def _parse_ring(self, ring) -> np.ndarray | None:
         pos_list = ring.find(self._gml("posList"))
         if pos_list is not None:
             dimension = int(pos_list.get("srsDimension") or _inherited_dimension(ring) or 3)
