@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything twin needs on a fresh Debian (12+) or Ubuntu (24.04+) machine:
 # the system libraries the Python wheels load at run time (libusb and OpenMP for open3d),
+# Debian's chromium with a font (the tests render HTML reports headless),
 # then a virtual environment in .venv holding twin, its dependencies and its test tools.
 # Safe to run again: each step only does what is missing.
 set -euo pipefail
@@ -8,7 +9,7 @@ cd "$(dirname "$0")"
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-system_packages=(libusb-1.0-0 libgomp1 libgl1)
+system_packages=(libusb-1.0-0 libgomp1 libgl1 chromium fonts-dejavu-core)
 python3 -c "import ensurepip, venv" 2>/dev/null || system_packages+=(python3-venv python3-pip)
 
 missing=()

@@ -14,7 +14,7 @@ from typing import Callable
 from twin.errors import TwinError
 from twin.model import CityModel
 
-_MODULES = ("exporters.cityjson",)
+_MODULES = ("exporters.cityjson", "exporters.citygml", "exporters.gpkg", "exporters.obj", "exporters.report_html")
 _REGISTRY: dict[str, "Exporter"] = {}
 
 

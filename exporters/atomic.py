@@ -15,14 +15,24 @@ def atomic_output(path: Path, mode: str = "w") -> Iterator[IO]:
 
     A crash or an error leaves no file under the final name (nor a changed old one).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+    with atomic_path(path) as temporary:
         encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(handle, mode, encoding=encoding) as stream:
+        with open(temporary, mode, encoding=encoding) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary file beside `path`, for writers that need a file name (GDAL,
+    zip), renamed over `path` once the block completes and removed on error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the extension: some writers (GDAL) choose the format by it.
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:

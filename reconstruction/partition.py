@@ -51,10 +51,13 @@ def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> 
     """The faces into which `lines` (long enough to cross it) cut `footprint`, tiling it.
 
     The lines are noded with the outline whole, not clipped first: a clipped line's end
-    is computed, may miss the outline by a rounding error, and would then dangle. Noding
-    snap-rounds to `ARRANGEMENT_GRID_M`, so lines meeting at nearly one point (hips
-    reaching a ridge's end) meet at exactly one, instead of leaving slivers."""
-    noded = shapely.union_all([footprint.boundary, *lines], grid_size=ARRANGEMENT_GRID_M)
+    is computed, may miss the outline by a rounding error, and would then dangle. The
+    lines are noded among themselves with snap-rounding to `ARRANGEMENT_GRID_M`, so lines
+    meeting at nearly one point (hips reaching a ridge's end) meet at exactly one instead
+    of leaving slivers."""
+    noded_lines = shapely.union_all(lines, grid_size=ARRANGEMENT_GRID_M)
+    # The outline is noded exactly, so that the LOD2.2 outline is the footprint's own.
+    noded = shapely.union_all([footprint.boundary, noded_lines])
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     shapely.prepare(footprint)
     inside = [f for f in faces if f.area > 1e-6 and footprint.contains(f.representative_point())]

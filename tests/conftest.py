@@ -48,3 +48,20 @@ def sample_build(tmp_path_factory):
         formats=("cityjson", "cityjsonseq"),
     )
     return model, out
+
+
+@pytest.fixture(scope="session")
+def sample_build_communes(tmp_path_factory):
+    """The sample district built with its communes into CityJSON, CityGML 3.0 and 2.0:
+    (model, output folder), the input of `twin package`."""
+    import twin
+
+    out = tmp_path_factory.mktemp("sample_build_communes")
+    model = twin.build(
+        points=[SAMPLE / "lidar.laz"],
+        footprints=SAMPLE / "footprints.gpkg",
+        communes=SAMPLE / "communes.gpkg",
+        out_dir=out,
+        formats=("cityjson", "citygml3", "citygml2"),
+    )
+    return model, out

@@ -67,7 +67,7 @@ Examples:
                    "without it, outlines are derived from the building points.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--format", "formats", multiple=True, default=("cityjson",), show_default=True,
-              help="Output format; repeat for several (cityjson, cityjsonseq).")
+              help="Output format; repeat for several (cityjson, cityjsonseq, citygml3, citygml2, gpkg, obj, report).")
 @click.option("--id-field", help="Footprint field holding unique building ids (default: cleabs, id... or the feature id).")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
 @click.option("--communes", type=click.Path(path_type=Path),
@@ -120,6 +120,32 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     _print_summary(model, status_counts(model))
     console.print(f"outputs in {out_dir}/", highlight=False)
+
+
+@main.command(
+    name="package",
+    epilog="""\b
+Examples:
+  twin package out/ --commune 77083 --dest packages/
+  twin package out/ --dest packages/                  (every commune of the build)
+  twin package out/ --commune 77083 --commune 93051 --dest packages/ --overwrite
+""",
+)
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--commune", "communes", multiple=True, help="INSEE code of a commune; repeat for several [default: all].")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="Folder receiving the packages.")
+@click.option("--overwrite", is_flag=True, help="Replace packages that already exist.")
+def package_command(build_dir: Path, communes: tuple[str, ...], dest: Path, overwrite: bool) -> None:
+    """Package the buildings of a `twin build --communes ...` output, one folder and zip per commune.
+
+    Each package holds buildings.gpkg (QGIS), CityGML 3.0 and 2.0, CityJSON, an OBJ
+    mesh, report.html, README.txt and metadata.json.
+    """
+    from twin.package import make_packages
+
+    written = _checked(lambda: make_packages(build_dir, dest, communes, overwrite))
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")

@@ -112,7 +112,11 @@ def build(
 
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
     if commune_set is not None:
-        metadata["inputs"]["communes"] = {"path": commune_set.path, "code_field": commune_set.code_field}
+        metadata["inputs"]["communes"] = {
+            "path": commune_set.path,
+            "code_field": commune_set.code_field,
+            "names": {c.code: c.name for c in commune_set.communes},
+        }
     model = CityModel(tuple(buildings), model_crs, metadata, commune_set.communes if commune_set else ())
     if out_dir is not None:
         for exporter in chosen_exporters:
