@@ -17,6 +17,7 @@ import numpy as np
 
 from exporters import register
 from exporters.atomic import atomic_output
+from twin.attributes import json_value
 from twin.geodesy import crs_uri
 from twin.model import Building, CityModel, Solid
 
@@ -175,16 +176,4 @@ def _solid_geometry(solid: Solid, lod: str, vertex_index: _VertexIndex) -> dict[
 
 
 def _attributes(attributes: Any) -> dict[str, Any]:
-    return {name: _json_value(value) for name, value in attributes.items()}
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    return {name: json_value(value) for name, value in attributes.items()}

@@ -12,6 +12,19 @@ from twin.errors import InputError
 from twin.inputs.communes import read_communes
 
 
+def write_communes(path, polygon, field, code):
+    pyogrio.raw.write(
+        path,
+        geometry=np.array([shapely.to_wkb(polygon)], dtype=object),
+        field_data=[np.array([code], dtype=object)],
+        fields=[field],
+        driver="GPKG",
+        crs="EPSG:2154",
+        geometry_type="Polygon",
+    )
+    return path
+
+
 def test_sample_buildings_get_their_commune(sample_dir):
     model = twin.build(
         points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", communes=sample_dir / "communes.gpkg"
@@ -28,33 +41,14 @@ def test_sample_buildings_get_their_commune(sample_dir):
 
 
 def test_courtyard_and_outside_buildings(tmp_path):
-    path = tmp_path / "communes.gpkg"
-    pyogrio.raw.write(
-        path,
-        geometry=np.array([shapely.to_wkb(shapely.box(0, 0, 100, 100))], dtype=object),
-        field_data=[np.array(["12345"], dtype=object)],
-        fields=["INSEE_COM"],
-        driver="GPKG",
-        crs="EPSG:2154",
-        geometry_type="Polygon",
-    )
-    communes = read_communes(path)
+    communes = read_communes(write_communes(tmp_path / "communes.gpkg", shapely.box(0, 0, 100, 100), "INSEE_COM", "12345"))
     assert communes.code_field == "INSEE_COM"
     u_shape = shapely.box(0, 0, 30, 30).difference(shapely.box(10, 0, 20, 25))  # centroid in the gap
     assert communes.assign([u_shape, shapely.box(200, 200, 210, 210)]) == ["12345", None]
 
 
 def test_commune_file_without_code_field_is_refused(tmp_path):
-    path = tmp_path / "communes.gpkg"
-    pyogrio.raw.write(
-        path,
-        geometry=np.array([shapely.to_wkb(shapely.box(0, 0, 1, 1))], dtype=object),
-        field_data=[np.array(["x"], dtype=object)],
-        fields=["label"],
-        driver="GPKG",
-        crs="EPSG:2154",
-        geometry_type="Polygon",
-    )
+    path = write_communes(tmp_path / "communes.gpkg", shapely.box(0, 0, 1, 1), "label", "x")
     with pytest.raises(InputError, match="no commune code field .* --commune-field"):
         read_communes(path)
     assert read_communes(path, code_field="label").communes[0].code == "x"

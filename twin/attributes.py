@@ -47,7 +47,7 @@ def typed_value(value: Any) -> tuple[ValueType, Any] | None:
     if isinstance(value, str):
         return (ValueType.DATE, value) if is_iso_date(value) else (ValueType.STRING, value)
     if isinstance(value, (list, tuple, Mapping)):
-        return ValueType.STRING, json.dumps(_plain(value), ensure_ascii=False)
+        return ValueType.STRING, json.dumps(json_value(value), ensure_ascii=False)
     return ValueType.STRING, str(value)
 
 
@@ -77,13 +77,15 @@ def is_iso_date(text: str) -> bool:
     return True
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """An attribute value as plain JSON: numpy scalars unwrapped, non-finite floats null,
+    anything else unknown as its text."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (str, int, float, bool)) or value is None:
