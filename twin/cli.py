@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from twin.errors import TwinError
 
@@ -20,14 +21,18 @@ console = Console(stderr=True)
 
 
 class _RichProgress:
-    """Progress bars on stderr, shown from the first stage on (so early errors stay one line)."""
+    """Progress bars on stderr, shown from the first stage on (so early errors stay one
+    line): buildings and units done, with rates and the time left, and one line per unit."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         self._progress = Progress(
-            TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=console,
+            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+            TimeRemainingColumn(), console=console,
         )
         self._task = None
+        self._units = None
+        self._verbose = verbose
+        self.failed_units: dict[str, str] = {}
 
     def stage(self, name: str, total: int) -> None:
         if self._task is None:
@@ -40,8 +45,61 @@ class _RichProgress:
         if self._task is not None:
             self._progress.advance(self._task, amount)
 
+    def units_planned(self, total: int, to_run: int) -> None:
+        if self._task is None:
+            self._progress.start()
+        if to_run < total:
+            console.print(f"{total - to_run} of {total} units were finished by an earlier run: skipped", highlight=False)
+        self._units = self._progress.add_task("units", total=max(total, 1))
+
+    def unit_done(self, report) -> None:
+        if self._units is not None:
+            self._progress.advance(self._units, 1)
+        status = report["status"]
+        if status == "failed":
+            self.failed_units[report["unit"]] = report.get("error") or "; ".join(report.get("failed_files", {}).values())
+            console.print(f"[red]unit {report['unit']} failed:[/] {self.failed_units[report['unit']]}", highlight=False)
+        elif status == "done" and self._verbose:
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
+            console.print(
+                f"unit {report['unit']}: {counts} in {report['seconds']:.1f} s, {report['points_decoded']:,} points "
+                f"decoded, peak {report['peak_rss_mb']:.0f} MB",
+                highlight=False,
+            )
+
     def close(self) -> None:
         self._progress.stop()
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+def _execution_options(command):
+    """The options every command that runs units takes."""
+    options = [
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Local worker processes; 1 runs the units in this process."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="Run the units on a Dask distributed cluster (e.g. tcp://host:8786) instead of local workers."),
+        click.option("-v", "--verbose", is_flag=True, help="One line per finished unit; log every failed building."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=False, show_path=False)
+    logging.getLogger("twin").addHandler(handler)
+    logging.getLogger("twin").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,9 +139,16 @@ Examples:
               help="Percentile of the roof heights used for LOD1 blocks.")
 @click.option("--step-height", type=float, default=3.0, show_default=True,
               help="LOD1.3 splits a building where its roof steps by at least this many metres.")
+@click.option("--work-dir", type=click.Path(path_type=Path),
+              help="Keep the manifest, finished units and run report here; a run started again resumes from it.")
+@click.option("--per-commune", is_flag=True, help="Write the outputs per commune, in <out>/<INSEE code>/ (needs --communes).")
+@click.option("--unit-size", type=float, default=1000.0, show_default=True,
+              help="Side in metres of the square units of work (1000: the LiDAR HD tiles).")
+@_execution_options
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
 def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
-          building_classes, ground_classes, roof_percentile, step_height, more_points) -> None:
+          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, workers, scheduler,
+          unit_size, verbose, more_points) -> None:
     """Build LOD1.2 and LOD1.3 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
@@ -101,23 +166,75 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         )
         return BuildConfig(classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height))
 
+    progress = _RichProgress(verbose)
+
     def run():
+        from twin.region.engines import Execution
+
         config = configure()
-        progress = _RichProgress()
+        execution = Execution(workers=workers, scheduler=scheduler, work_dir=work_dir, unit_size_m=unit_size)
+        _setup_logging(verbose)
         try:
             return run_build(
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
-                communes=communes, commune_field=commune_field, progress=progress,
+                communes=communes, commune_field=commune_field, progress=progress, execution=execution,
+                per_commune=per_commune,
             )
         finally:
             progress.close()
 
     model = _checked(run)
-    for note in model.metadata.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    _print_summary(model, status_counts(model))
-    console.print(f"outputs in {out_dir}/", highlight=False)
+    _print_outcome(model, status_counts(model), progress, out_dir, work_dir)
+
+
+@main.command(
+    epilog="""\b
+Example:
+  twin build --points 2021/*.laz --footprints bati.gpkg --out out/ --work-dir work/
+  twin update --work-dir work/ --points 2025/LHD_FXX_0652_6862.laz
+"""
+)
+@click.option("--work-dir", required=True, type=click.Path(path_type=Path),
+              help="The --work-dir of the build to update.")
+@click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="The newer LAS/LAZ files; each replaces the earlier files it covers for the most part.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder [default: the build's].")
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="A roof cell changed when its height moved by more than this many metres.")
+@click.option("--share", type=float, default=0.1, show_default=True,
+              help="A roof changed when at least this share of its cells seen by both scans changed.")
+@_execution_options
+@click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
+def update(work_dir, points, out_dir, threshold, share, workers, scheduler, verbose, more_points) -> None:
+    """Update a build with newer point files for part of its area.
+
+    Buildings whose roof changed (height moved by more than --threshold over --share of
+    the roof) are rebuilt from the new points and record the change in `roof_change`
+    (both acquisition dates, "before/after"), `roof_change_share` and
+    `roof_change_height_m`; every other building is kept as it was.
+    """
+    from twin.config import ChangeConfig
+    from twin.pipeline import update as run_update
+    from twin.report import status_counts
+
+    progress = _RichProgress(verbose)
+
+    def run():
+        from twin.region.engines import Execution
+
+        change = ChangeConfig(height_threshold_m=threshold, min_share=share)
+        execution = Execution(workers=workers, scheduler=scheduler)
+        _setup_logging(verbose)
+        try:
+            return run_update(work_dir, [*points, *more_points], out_dir, change, progress, execution)
+        finally:
+            progress.close()
+
+    model = _checked(run)
+    changed = [b for b in model.buildings if "roof_change" in b.attributes]
+    console.print(f"{len(changed)} building(s) with a changed roof", highlight=False)
+    _print_outcome(model, status_counts(model), progress, out_dir, work_dir)
 
 
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")
@@ -130,6 +247,23 @@ def sample(out_dir: Path, seed: int | None) -> None:
     written = _checked(lambda: generate_sample(out_dir, DEFAULT_SEED if seed is None else seed))
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _print_outcome(model, counts: dict[str, int], progress: _RichProgress, out_dir, work_dir) -> None:
+    for note in model.metadata.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    _print_summary(model, counts)
+    if out_dir is not None:
+        console.print(f"outputs in {out_dir}/", highlight=False)
+    if work_dir is not None:
+        console.print(f"run report in {work_dir}/report.json", highlight=False)
+    if progress.failed_units:
+        console.print(
+            f"[red]{len(progress.failed_units)} unit(s) failed[/]; their buildings are marked failed. "
+            "Fix the files named above and run the same command again: only those units run again.",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 def _print_summary(model, counts: dict[str, int]) -> None:
