@@ -58,7 +58,9 @@ class _RichProgress:
         status = report["status"]
         if status == "failed":
             self.failed_units[report["unit"]] = report.get("error") or "; ".join(report.get("failed_files", {}).values())
-            console.print(f"[red]unit {report['unit']} failed:[/] {self.failed_units[report['unit']]}", highlight=False)
+            console.print(
+                f"[red]unit {report['unit']} failed:[/] {self.failed_units[report['unit']]}", highlight=False, soft_wrap=True
+            )
         elif status == "done" and self._verbose:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
             console.print(
@@ -93,13 +95,16 @@ def _execution_options(command):
 
 
 def _setup_logging(verbose: bool) -> None:
+    """With --verbose, the run's log (each failed building, named with its unit); without,
+    failed units are shown by the progress display only."""
     import logging
 
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=console, show_time=False, show_path=False)
-    logging.getLogger("twin").addHandler(handler)
-    logging.getLogger("twin").setLevel(logging.INFO if verbose else logging.WARNING)
+    logger = logging.getLogger("twin")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(RichHandler(console=console, show_time=False, show_path=False) if verbose else logging.NullHandler())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -254,14 +259,15 @@ def _print_outcome(model, counts: dict[str, int], progress: _RichProgress, out_d
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     _print_summary(model, counts)
     if out_dir is not None:
-        console.print(f"outputs in {out_dir}/", highlight=False)
+        console.print(f"outputs in {out_dir}/", highlight=False, soft_wrap=True)
     if work_dir is not None:
-        console.print(f"run report in {work_dir}/report.json", highlight=False)
+        console.print(f"run report in {work_dir}/report.json", highlight=False, soft_wrap=True)
     if progress.failed_units:
         console.print(
-            f"[red]{len(progress.failed_units)} unit(s) failed[/]; their buildings are marked failed. "
-            "Fix the files named above and run the same command again: only those units run again.",
+            f"[red]{len(progress.failed_units)} unit(s) failed[/]; the buildings that needed those files are marked "
+            "failed. Fix the files named above and run the same command again: only those units run again.",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
 

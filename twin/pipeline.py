@@ -237,7 +237,7 @@ def _run_units(
         }
     )
     by_id = {u.id: u for u in units}
-    todo = [u for u in units if not work.is_finished(u.id, u.fingerprint)]
+    todo = [u for u in units if not _is_finished(work, u)]
     outcome: dict[str, str | None] = {u.id: None for u in units}
     reports: dict[str, dict[str, Any]] = {}
     progress.units_planned(len(units), len(todo))
@@ -261,7 +261,10 @@ def _run_units(
             log.warning("unit %s failed: %s", unit_id, error)
         else:
             result: UnitResult = loads(payload)
-            work.store(unit_id, unit.fingerprint, result.complete, payload)
+            windows = [list(w) for w in result.terrain_windows]
+            terrain_files = [f.identity() for f in unit.files_within(windows)]
+            work.store(unit_id, unit.fingerprint, result.complete, payload,
+                       {"terrain_windows": windows, "terrain_files": terrain_files})
             reports[unit_id] = {**result.report, "status": "done" if result.complete else "failed"}
             for building_id, reason in result.report["failures"]:
                 log.info("unit %s: building %s failed: %s", unit_id, building_id, reason)
@@ -274,6 +277,15 @@ def _run_units(
     run_units(tasks(), execution, done, on_building=progress.advance if in_process else None)
     work.write_report(_run_report(units, reports, execution, time.perf_counter() - started))
     return outcome
+
+
+def _is_finished(work: WorkDir, unit: Unit) -> bool:
+    """Whether the unit's stored result is complete and its inputs unchanged, the files
+    its terrain fallback used included."""
+    header = work.header(unit.id)
+    if header is None or header["fingerprint"] != unit.fingerprint or not header["complete"]:
+        return False
+    return [f.identity() for f in unit.files_within(header["terrain_windows"])] == header["terrain_files"]
 
 
 def _previous_result(work: WorkDir, unit: Unit, update: _Update | None) -> PreviousResult | None:

@@ -73,6 +73,9 @@ class UnitResult:
     """Acquisition dates of every file the unit decoded (None: not adjusted GPS time)."""
     failed_files: Mapping[str, str]
     """Files that could not be decoded, with the reason."""
+    terrain_windows: tuple[tuple[float, float, float, float], ...]
+    """The windows of the coarse terrain fallback, for the rare buildings that used it:
+    the files within them are inputs too."""
     report: Mapping[str, Any] = field(default_factory=dict)
     """Timings, memory and counts: for the run report, never for the outputs."""
 
@@ -113,7 +116,10 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
         "failures": [[b.id, b.reason] for b in ordered if b.status == Status.FAILED],
         "failed_files": dict(points.failed),
     }
-    return UnitResult(unit.id, unit.fingerprint, ordered, signatures, dict(points.dates), dict(points.failed), report)
+    return UnitResult(
+        unit.id, unit.fingerprint, ordered, signatures, dict(points.dates), dict(points.failed),
+        tuple(points.terrain_windows), report,
+    )
 
 
 def _build(
@@ -132,7 +138,7 @@ def _build(
     rings = [f.polygon.buffer(reach.ring).difference(f.polygon) for f in footprints]
     ring_points = [grounds.inside(ring) for ring in rings]
     roof_points = [roofs.inside(f.polygon) for f in footprints]
-    signatures = {f.id: roof_signature(roofs.xyz[_canonical(roofs.xyz, k)]) for f, k in zip(footprints, roof_points)}
+    signatures = {f.id: roof_signature(roofs.xyz[k]) for f, k in zip(footprints, roof_points)}
 
     chosen = [k for k, f in enumerate(footprints) if select is None or select(f, signatures[f.id])]
     needs_nearby = [k for k in chosen if len(ring_points[k]) < config.ground.min_points]
@@ -146,6 +152,7 @@ def _build(
     if needs_terrain:
         windows = np.array([[c.x, c.y, c.x, c.y] for c in centroids.values()])
         points.read_for(_grown(windows, reach.terrain), keep=None)
+        points.terrain_windows += [tuple(w) for w in _grown(windows, reach.terrain).tolist()]
 
     buildings = {}
     for k in chosen:
@@ -270,6 +277,7 @@ class _UnitPoints:
         self.dates: dict[str, tuple[str, str] | None] = {}
         self.failed: dict[str, str] = {}
         self.decoded = 0
+        self.terrain_windows: list[tuple[float, float, float, float]] = []
         self.terrain = TerrainSums(_union_bounds(self.files)) if self.files else None
         self._roof: list[np.ndarray] = []
         self._roof_time: list[np.ndarray] = []

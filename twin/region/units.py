@@ -8,10 +8,12 @@ read every point file within reach of its buildings, whichever tile they are in;
 actually reads is decided per building (`twin.region.unit_run`), so a building gets the
 same points however the area is cut into files and units.
 
-A unit's fingerprint hashes everything its result depends on: the software version and
+A unit's fingerprint hashes what its result depends on: the software version and
 parameters, its footprints (geometry, attributes, repairs) and the identity (path, size,
-modification time) of the point files within reach. A finished unit whose fingerprint
-still matches is not run again.
+modification time) of the point files within the nearest-ground radius of them. The rare
+buildings that fall back to the coarse terrain further out record the files they used
+with their result (`twin.region.workdir`). A finished unit whose inputs are unchanged is
+not run again.
 """
 
 from __future__ import annotations
@@ -84,8 +86,12 @@ class Unit:
     footprints: tuple[Footprint, ...]
     """Sorted by id."""
     files: tuple[PointFile, ...]
-    """Every point file within reach of a footprint, sorted by path."""
+    """Every point file within reach of a footprint (even the terrain's), sorted by path."""
     fingerprint: str
+
+    def files_within(self, boxes: Sequence[Sequence[float]]) -> list[PointFile]:
+        regions = [shapely.box(*b) for b in boxes]
+        return [f for f in self.files if any(shapely.box(*f.bounds).intersects(r) for r in regions)]
 
     def bounds(self) -> tuple[float, float, float, float]:
         return (self.x0, self.y0, self.x0 + self.size, self.y0 + self.size)
@@ -129,17 +135,24 @@ def plan_units(
     for (i, j), unit_footprints in members.items():
         unit_footprints.sort(key=lambda f: f.id)
         envelope = np.array([f.polygon.bounds for f in unit_footprints])
-        reach_box = shapely.box(
-            envelope[:, 0].min() - reach.terrain,
-            envelope[:, 1].min() - reach.terrain,
-            envelope[:, 2].max() + reach.terrain,
-            envelope[:, 3].max() + reach.terrain,
-        )
-        within = tuple(files[k] for k in sorted(tree.query(reach_box, predicate="intersects").tolist()))
+        within = _files_around(tree, files, envelope, reach.terrain)
+        nearby = _files_around(tree, files, envelope, reach.nearby)
         x0, y0 = i * size, j * size
-        fingerprint = _fingerprint(identity, unit_footprints, within)
+        fingerprint = _fingerprint(identity, unit_footprints, nearby)
         units.append(Unit(unit_id(x0, y0), x0, y0, size, tuple(unit_footprints), within, fingerprint))
     return sorted(units, key=lambda u: u.id)
+
+
+def _files_around(tree: shapely.STRtree, files: Sequence[PointFile], envelopes: np.ndarray, distance: float):
+    """The files overlapping the footprints' envelopes grown by `distance` (a superset:
+    the grown envelopes' common box)."""
+    box = shapely.box(
+        envelopes[:, 0].min() - distance,
+        envelopes[:, 1].min() - distance,
+        envelopes[:, 2].max() + distance,
+        envelopes[:, 3].max() + distance,
+    )
+    return tuple(files[k] for k in sorted(tree.query(box, predicate="intersects").tolist()))
 
 
 def _fingerprint(identity: str, footprints: Sequence[Footprint], files: Sequence[PointFile]) -> str:

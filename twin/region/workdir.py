@@ -5,7 +5,8 @@
 - `units/<unit id>.unit`: a finished unit's buildings and roof signatures, written by the
   driver once the unit is done, under its final name only once complete (so a run
   killed at any point leaves either the whole file or none). Its first line is a JSON
-  header (unit, fingerprint, complete) read without loading the rest.
+  header (unit, fingerprint, complete, and the inputs of the terrain fallback) read
+  without loading the rest.
 - `report.json`: the last run's timings, memory and counts per unit.
 
 A re-run skips every unit whose result file holds its current fingerprint and is
@@ -84,12 +85,10 @@ class WorkDir:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
 
-    def is_finished(self, unit_id: str, fingerprint: str) -> bool:
-        header = self.header(unit_id)
-        return header is not None and header["fingerprint"] == fingerprint and header["complete"]
-
-    def store(self, unit_id: str, fingerprint: str, complete: bool, payload: bytes) -> None:
-        header = json.dumps({"unit": unit_id, "fingerprint": fingerprint, "complete": complete}).encode()
+    def store(self, unit_id: str, fingerprint: str, complete: bool, payload: bytes, extra: dict[str, Any]) -> None:
+        """Stores a unit's result; `extra` goes into its header."""
+        header = {"unit": unit_id, "fingerprint": fingerprint, "complete": complete, **extra}
+        header = json.dumps(header).encode()
         with atomic_output(self.result_path(unit_id), "wb") as stream:
             stream.write(header + b"\n")
             stream.write(payload)
