@@ -242,6 +242,101 @@ def update(work_dir, points, out_dir, threshold, share, workers, scheduler, verb
     _print_outcome(model, status_counts(model), progress, out_dir, work_dir)
 
 
+@main.command(
+    epilog="""\b
+Examples:
+  twin plan --tiles lidarhd/ --communes communes.gpkg --footprints bdtopo_batiments.gpkg --workers 64
+  twin plan --tiles TA_diff_pkk_lidarhd.shp --communes communes.gpkg --workers 16   (vector tile index)
+"""
+)
+@click.option("--tiles", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="LAS/LAZ files, folders of them, or a vector file of tile polygons; repeat for several.")
+@click.option("--communes", type=click.Path(path_type=Path), help="Commune polygons, for a table per commune.")
+@click.option("--commune-field", help="Field of the commune file holding the INSEE code.")
+@click.option("--footprints", type=click.Path(path_type=Path), help="Building footprints, to count the buildings per unit.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Workers the run would use.")
+@click.option("--unit-size", type=float, default=1000.0, show_default=True, help="Side of the units in metres.")
+@click.option("--density", type=float, default=20.0, show_default=True,
+              help="Points per m², for a vector tile index (LAS/LAZ headers give their counts).")
+@click.option("--buildings-per-km2", type=float, default=1000.0, show_default=True,
+              help="Buildings per km² when no --footprints are given (1000: dense suburbs, an upper bound).")
+@click.option("--list", "list_units", is_flag=True, help="List every unit (else the 10 longest).")
+def plan(tiles, communes, commune_field, footprints, workers, unit_size, density, buildings_per_km2, list_units) -> None:
+    """Plan a regional run: its units, their points and buildings, and the time and
+    memory it would take with --workers, from the rates measured by the benchmarks
+    (twin/region/throughput.json, written by benchmarks/regional_tile.py)."""
+
+    def run():
+        from twin.region.engines import Execution
+        from twin.region.plan import plan_region, read_tile_index
+
+        Execution(workers=workers, unit_size_m=unit_size)  # validates them
+        tile_list = read_tile_index(tiles, density)
+        polygons = _plan_footprints(footprints) if footprints is not None else None
+        commune_set = None
+        if communes is not None:
+            from twin.inputs.communes import read_communes
+
+            commune_set = read_communes(communes, commune_field)
+        return plan_region(tile_list, unit_size, workers, polygons, buildings_per_km2, commune_set)
+
+    _print_plan(_checked(run), list_units, footprints)
+
+
+def _plan_footprints(path: Path):
+    import pyogrio
+    import shapely
+
+    if not path.exists():
+        raise TwinError(f"{path}: no such file; check the path given to --footprints")
+    try:
+        _, _, wkb, _ = pyogrio.raw.read(path, columns=[])
+    except Exception as error:
+        raise TwinError(f"{path}: cannot be read as a vector file ({error})") from None
+    geometries = shapely.from_wkb(wkb)
+    return [g for g in geometries if g is not None and not g.is_empty]
+
+
+def _print_plan(plan, list_units: bool, footprints) -> None:
+    from twin.region.plan import duration_text
+
+    out = Console()
+    rates = plan.throughput
+    points = sum(t.points for t in plan.tiles)
+    buildings = sum(u.buildings for u in plan.units)
+    out.print(f"{len(plan.tiles)} tiles, {points / 1e6:,.1f} M points", highlight=False)
+    source = f"counted from {footprints}" if plan.buildings_counted else "estimated from --buildings-per-km2"
+    out.print(f"{len(plan.units)} units, {buildings:,} buildings ({source})", highlight=False)
+    table = Table(title="units" if list_units else "the 10 longest units")
+    for column in ("unit", "buildings", "points (M)", "decoded (M)", "time, 1 worker", "memory"):
+        table.add_column(column, justify="left" if column == "unit" else "right")
+    shown = plan.units if list_units else sorted(plan.units, key=lambda u: -u.seconds)[:10]
+    for unit in shown:
+        table.add_row(unit.id, f"{unit.buildings:,}", f"{unit.own_points / 1e6:.1f}", f"{unit.decoded_points / 1e6:.1f}",
+                      duration_text(unit.seconds), f"{unit.memory_mb:,.0f} MB")
+    out.print(table)
+    if plan.communes:
+        communes = Table(title="communes")
+        for column in ("commune", "name", "buildings", "points (M)", "time, 1 worker"):
+            communes.add_column(column, justify="left" if column in ("commune", "name") else "right")
+        for row in plan.communes:
+            communes.add_row(row["code"], row["name"], f"{row['buildings']:,}", f"{row['points'] / 1e6:.1f}",
+                             duration_text(row["seconds_one_worker"]))
+        out.print(communes)
+    out.print(
+        f"with {plan.workers} worker(s): about {duration_text(plan.wall_seconds)}, at most "
+        f"{plan.peak_memory_mb:,.0f} MB per worker ({plan.peak_memory_mb * plan.workers / 1024:,.1f} GB in all)",
+        highlight=False,
+    )
+    out.print(
+        f"rates measured by {rates['measured_by']} on {rates['machine']['cores']} cores: "
+        f"{rates['read_points_per_s'] / 1e6:.1f} M points/s decoded and cropped, "
+        f"{rates['buildings_per_s']:.0f} buildings/s, {rates['rss_mb_per_million_points']:.0f} MB per million points",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sample_data"), show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (default: the one of the committed sample).")

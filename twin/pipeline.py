@@ -251,7 +251,7 @@ def _run_units(
 
     def tasks():
         for unit in todo:
-            yield unit.id, UnitTask(unit, config, _previous_result(work, unit, update))
+            yield unit.id, UnitTask(unit, config, _previous_result(work, unit, update), parallel_decoding=in_process)
 
     def done(unit_id: str, payload: bytes | None, error: str | None) -> None:
         unit = by_id[unit_id]

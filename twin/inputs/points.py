@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import laspy
 import numpy as np
@@ -145,19 +145,21 @@ def read_file(
     classes: ClassMapping,
     keep: KeepMask | None,
     terrain: "TerrainSums | None" = None,
-    on_progress: Callable[[int], None] | None = None,
+    parallel: bool = True,
 ) -> FilePoints:
     """Streams one LAS/LAZ file in chunks and keeps the building and ground points inside
     `keep` (all of them when None). Every ground point of the file, kept or not, is added
     to `terrain` once the whole file has been decoded, so a file that breaks halfway adds
-    nothing."""
+    nothing. `parallel` decodes LAZ on every core (else on one: for workers that each
+    have a core)."""
     building_table = _class_table(classes.building)
     ground_table = _class_table(classes.ground)
     roof_parts, time_parts, ground_parts = [], [], []
     file_terrain = terrain.empty_like() if terrain is not None else None
     first_time, last_time, has_time, decoded = np.inf, -np.inf, True, 0
     try:
-        with laspy.open(path, decompression_selection=_NEEDED_FIELDS) as reader:
+        backend = laspy.LazBackend.LazrsParallel if parallel else laspy.LazBackend.Lazrs
+        with laspy.open(path, laz_backend=backend, decompression_selection=_NEEDED_FIELDS) as reader:
             header = reader.header
             declared_adjusted = _declares_adjusted_gps_time(header)
             has_time = "gps_time" in header.point_format.dimension_names
@@ -183,8 +185,6 @@ def read_file(
                 ground_parts.append(ground_xyz)
                 if has_time:
                     time_parts.append(np.asarray(chunk.gps_time, dtype=np.float64)[building])
-                if on_progress is not None:
-                    on_progress(len(classification))
     except InputError:
         raise
     except Exception as error:

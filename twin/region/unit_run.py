@@ -60,6 +60,8 @@ class UnitTask:
     unit: Unit
     config: BuildConfig
     previous: PreviousResult | None = None
+    parallel_decoding: bool = True
+    """Decode LAZ on every core: for a unit running alone, not for one worker of many."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,7 +95,7 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
     started = time.perf_counter()
     _reset_peak_memory()
     unit, previous = task.unit, task.previous
-    points = _UnitPoints(unit.files, task.config)
+    points = _UnitPoints(unit.files, task.config, task.parallel_decoding)
     if previous is None:
         buildings, signatures = _build(unit.footprints, points, task.config, on_building)
         rebuilt = len(buildings)
@@ -108,6 +110,8 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
         "seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mb": _peak_memory_mb(),
         "files_read": sorted(points.dates) + sorted(points.failed),
+        "read_seconds": round(points.read_seconds, 3),
+        "reconstruct_seconds": round(time.perf_counter() - started - points.read_seconds, 3),
         "points_decoded": points.decoded,
         "points_kept": points.kept,
         "buildings": len(ordered),
@@ -135,7 +139,8 @@ def _build(
     envelopes = np.array([f.polygon.bounds for f in footprints]).reshape(-1, 4)
     points.read_for(_grown(envelopes, reach.ring), keep=_grown(envelopes, reach.nearby))
     roofs, grounds = points.indexed()
-    rings = [f.polygon.buffer(reach.ring).difference(f.polygon) for f in footprints]
+    polygons = np.array([f.polygon for f in footprints], dtype=object)
+    rings = shapely.difference(shapely.buffer(polygons, reach.ring, quad_segs=16), polygons)  # as Polygon.buffer
     ring_points = [grounds.inside(ring) for ring in rings]
     roof_points = [roofs.inside(f.polygon) for f in footprints]
     signatures = {f.id: roof_signature(roofs.xyz[k]) for f, k in zip(footprints, roof_points)}
@@ -270,13 +275,15 @@ class _Indexed:
 class _UnitPoints:
     """The points a unit decoded so far, file by file, each file at most once."""
 
-    def __init__(self, files: Sequence[PointFile], config: BuildConfig) -> None:
+    def __init__(self, files: Sequence[PointFile], config: BuildConfig, parallel: bool) -> None:
         self.files = tuple(files)
+        self.parallel = parallel
         self.classes = config.classes
         self.boxes = shapely.box(*np.array([f.bounds for f in self.files]).reshape(-1, 4).T)
         self.dates: dict[str, tuple[str, str] | None] = {}
         self.failed: dict[str, str] = {}
         self.decoded = 0
+        self.read_seconds = 0.0
         self.terrain_windows: list[tuple[float, float, float, float]] = []
         self.terrain = TerrainSums(_union_bounds(self.files)) if self.files else None
         self._roof: list[np.ndarray] = []
@@ -297,10 +304,11 @@ class _UnitPoints:
         todo = [f for f, w in zip(self.files, wanted) if w and f.path not in self.dates and f.path not in self.failed]
         if not todo:
             return
+        started = time.perf_counter()
         mask = KeepMask.of_boxes(keep) if keep is not None else _NOTHING
         for file in todo:
             try:
-                found = read_file(file.path, self.classes, mask, self.terrain)
+                found = read_file(file.path, self.classes, mask, self.terrain, self.parallel)
             except InputError as error:
                 self.failed[file.path] = str(error)
                 continue
@@ -311,6 +319,7 @@ class _UnitPoints:
             self._roof_time.append(times if times is not None else np.full(len(found.roof_xyz), np.nan))
             self._ground.append(found.ground_xyz)
             self._indexed = None
+        self.read_seconds += time.perf_counter() - started
 
     def indexed(self) -> tuple[_Indexed, _Indexed]:
         """Building points and ground points, each with a grid index; appending files
