@@ -230,3 +230,68 @@ def test_an_unreadable_tile_fails_the_buildings_that_need_it_and_the_rest_comple
     report = json.loads((work / "report.json").read_text())
     assert report["units"]["skipped"] >= 1 and report["units"]["failed"] == 0
     assert features(out) == expected
+
+
+def test_plan_estimates_the_units_a_run_makes(tiles, tmp_path, sample_dir):
+    from twin.config import BuildConfig
+    from twin.inputs.communes import read_communes
+    from twin.inputs.footprints import read_footprints
+    from twin.inputs.points import open_sources
+    from twin.region.plan import plan_region, read_tile_index
+    from twin.region.units import PointFile, Reach, plan_units
+
+    rates = {"read_points_per_s": 1e6, "buildings_per_s": 50.0, "rss_mb_per_million_points": 100.0}
+    index = read_tile_index([tiles[0].parent], density=20.0)
+    assert sorted(t.name for t in index) == sorted(map(str, tiles))
+    footprint_set = read_footprints(sample_dir / "footprints.gpkg")
+    polygons = [f.polygon for f in footprint_set.footprints]
+    communes = read_communes(sample_dir / "communes.gpkg")
+    one = plan_region(index, TILE_M, 1, polygons, communes=communes, throughput=rates)
+    two = plan_region(index, TILE_M, 2, polygons, communes=communes, throughput=rates)
+
+    sources, _, _ = open_sources(tiles, None, None)
+    run_units = plan_units(footprint_set.footprints, [PointFile.of(s) for s in sources], TILE_M, Reach.of(BuildConfig().ground), {})
+    assert {u.id: u.buildings for u in one.units} == {u.id: len(u.footprints) for u in run_units}
+    for unit in one.units:
+        assert unit.seconds == pytest.approx(unit.decoded_points / 1e6 + unit.buildings / 50.0)
+        assert unit.decoded_points > 0 and unit.memory_mb == pytest.approx(100.0 * unit.decoded_points / 1e6)
+    assert one.wall_seconds == pytest.approx(sum(u.seconds for u in one.units))
+    assert max(u.seconds for u in two.units) <= two.wall_seconds < one.wall_seconds
+    assert sum(row["buildings"] for row in one.communes) == len(polygons)
+    assert sum(row["points"] for row in one.communes) == pytest.approx(sum(t.points for t in index), rel=0.01)
+
+
+def test_plan_command_reads_a_vector_tile_index(tmp_path, sample_dir):
+    tiles = [shapely.box(x, y, x + TILE_M, y + TILE_M) for x in (668100, 668200, 668300, 668400) for y in (6860200, 6860300, 6860400)]
+    index = tmp_path / "index.gpkg"
+    pyogrio.raw.write(index, geometry=np.array([shapely.to_wkb(t) for t in tiles], dtype=object), field_data=[],
+                      fields=[], driver="GPKG", crs="EPSG:2154", geometry_type="Polygon")
+    result = twin_cli("plan", "--tiles", index, "--footprints", sample_dir / "footprints.gpkg", "--communes",
+                      sample_dir / "communes.gpkg", "--unit-size", TILE_M, "--workers", 2, "--list", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "12 tiles, 2.4 M points" in result.stdout  # 20 points/m² by default
+    assert "668200_6860300" in result.stdout and "77083" in result.stdout and "93051" in result.stdout
+    assert "with 2 worker(s): about" in result.stdout and "rates measured by benchmarks/regional_tile.py" in result.stdout
+
+
+def test_the_terrain_fallback_does_not_depend_on_the_cut(tmp_path):
+    from tests.test_inputs import write_footprints, write_laz
+
+    rng = np.random.default_rng(5)
+    x0, y0 = 668000.0, 6860000.0
+    roof = np.column_stack([x0 + rng.uniform(1, 9, 500), y0 + rng.uniform(1, 9, 500), np.full(500, 60.0)])
+    # ground only 60 to 150 m away, on a slope: the nearest-ground search (30 m) finds none
+    angle, distance = rng.uniform(0, 2 * np.pi, 4000), rng.uniform(60, 150, 4000)
+    gx, gy = x0 + 5 + distance * np.cos(angle), y0 + 5 + distance * np.sin(angle)
+    ground = np.column_stack([gx, gy, 50 + 0.01 * (gx - x0)])
+    xyz, classes = np.vstack([roof, ground]), np.r_[np.full(500, 6), np.full(4000, 2)]
+    whole = write_laz(tmp_path / "whole.laz", xyz, classes)
+    east = xyz[:, 0] >= x0 + 40
+    halves = [write_laz(tmp_path / "west.laz", xyz[~east], classes[~east]),
+              write_laz(tmp_path / "east.laz", xyz[east], classes[east])]
+    footprints = write_footprints(tmp_path / "f.gpkg", [shapely.box(x0, y0, x0 + 10, y0 + 10)], ["a"])
+    (one,) = twin.build(points=[whole], footprints=footprints, execution=Execution(unit_size_m=1000)).buildings
+    (two,) = twin.build(points=halves, footprints=footprints, execution=Execution(unit_size_m=50)).buildings
+    assert one.attributes["ground_method"] == "tile terrain" and one.status == "fallback"
+    assert one.attributes == two.attributes
+    assert 50.5 < one.attributes["h_ground"] < 51.6

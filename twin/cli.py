@@ -300,7 +300,7 @@ def _plan_footprints(path: Path):
 def _print_plan(plan, list_units: bool, footprints) -> None:
     from twin.region.plan import duration_text
 
-    out = Console()
+    out = Console(width=None if sys.stdout.isatty() else 160)  # no cut columns in files and pipes
     rates = plan.throughput
     points = sum(t.points for t in plan.tiles)
     buildings = sum(u.buildings for u in plan.units)
@@ -325,7 +325,7 @@ def _print_plan(plan, list_units: bool, footprints) -> None:
         out.print(communes)
     out.print(
         f"with {plan.workers} worker(s): about {duration_text(plan.wall_seconds)}, at most "
-        f"{plan.peak_memory_mb:,.0f} MB per worker ({plan.peak_memory_mb * plan.workers / 1024:,.1f} GB in all)",
+        f"{plan.peak_memory_mb:,.0f} MB per worker ({plan.peak_memory_mb * min(plan.workers, len(plan.units)) / 1024:,.1f} GB in all)",
         highlight=False,
     )
     out.print(

@@ -198,9 +198,9 @@ def read_file(
     if terrain is not None:
         terrain.merge(file_terrain)
     return FilePoints(
-        roof_xyz=np.concatenate(roof_parts) if roof_parts else np.empty((0, 3)),
-        roof_gps_time=np.concatenate(time_parts) if dates and time_parts else None,
-        ground_xyz=np.concatenate(ground_parts) if ground_parts else np.empty((0, 3)),
+        roof_xyz=joined(roof_parts, (0, 3)),
+        roof_gps_time=joined(time_parts, (0,)) if dates else None,
+        ground_xyz=joined(ground_parts, (0, 3)),
         acquisition_dates=dates,
         decoded_points=decoded,
     )
@@ -214,6 +214,13 @@ _NEEDED_FIELDS = (
 )
 """LAS 1.4 point formats 6-10 compress fields in layers; the other layers (intensity,
 scan angle, colours...) are skipped, which makes decoding faster."""
+
+
+def joined(parts: Sequence[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    """The parts end to end; a single part as it is, without a copy (memory counts here)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(empty_shape)
 
 
 def _class_table(codes: Sequence[int]) -> np.ndarray:

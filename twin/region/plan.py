@@ -159,7 +159,7 @@ def plan_region(
             continue
         own_points, decoded_points = int(points[own].sum()), int(points[decoded].sum())
         seconds = decoded_points / throughput["read_points_per_s"] + buildings / throughput["buildings_per_s"]
-        memory = throughput["rss_mb_per_million_points"] * max(own_points, 1) / 1e6
+        memory = throughput["rss_mb_per_million_points"] * decoded_points / 1e6
         units.append(PlannedUnit(unit_id(i * unit_size, j * unit_size), buildings, own_points, decoded_points, seconds, memory))
 
     commune_rows = _communes(communes, tiles, boxes, footprint_polygons, buildings_per_km2, throughput) if communes else ()

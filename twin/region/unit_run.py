@@ -10,10 +10,11 @@ whichever unit holds it and however the area is cut into files:
    ground points within the nearest-ground radius of the footprints;
 2. buildings whose ring holds too few ground points need the nearest ground within that
    radius: files overlapping it that were not decoded yet are;
-3. buildings with no ground point within that radius fall back to the coarse terrain
-   around them: files overlapping that window that were not decoded yet are.
-Each file is decoded at most once per unit, and each building's points are put in one
-canonical order (sorted by x, y, z) before reconstruction.
+3. buildings with no ground point within that radius (rare) fall back to the coarse
+   terrain around them: every file overlapping that window is decoded for its ground.
+Each file is decoded once per unit (twice at most, when step 3 happens), and each
+building's points are put in one canonical order (sorted by x, y, z) before
+reconstruction.
 
 A file that cannot be decoded fails the buildings that need it, with its reason; the
 unit's other buildings are built.
@@ -36,7 +37,7 @@ from reconstruction.ground import MAX_TERRAIN_DISTANCE_M
 from reconstruction.crop import build_grid_index, indices_in_polygon
 from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
-from twin.inputs.points import KeepMask, TerrainSums, read_file
+from twin.inputs.points import FilePoints, KeepMask, TerrainSums, joined, read_file
 from twin.model import Building, Footprint, Status, TerrainGrid
 from twin.region.units import PointFile, Reach, Unit
 from twin.region.workdir import dumps, loads
@@ -156,8 +157,7 @@ def _build(
     centroids = {k: footprints[k].polygon.centroid for k in needs_terrain}
     if needs_terrain:
         windows = np.array([[c.x, c.y, c.x, c.y] for c in centroids.values()])
-        points.read_for(_grown(windows, reach.terrain), keep=None)
-        points.terrain_windows += [tuple(w) for w in _grown(windows, reach.terrain).tolist()]
+        points.read_terrain(_grown(windows, reach.terrain))
 
     buildings = {}
     for k in chosen:
@@ -285,7 +285,8 @@ class _UnitPoints:
         self.decoded = 0
         self.read_seconds = 0.0
         self.terrain_windows: list[tuple[float, float, float, float]] = []
-        self.terrain = TerrainSums(_union_bounds(self.files)) if self.files else None
+        self.terrain: TerrainSums | None = None
+        self._terrain_read: set[str] = set()
         self._roof: list[np.ndarray] = []
         self._roof_time: list[np.ndarray] = []
         self._ground: list[np.ndarray] = []
@@ -295,40 +296,63 @@ class _UnitPoints:
     def kept(self) -> int:
         return sum(len(p) for p in self._roof) + sum(len(p) for p in self._ground)
 
-    def read_for(self, regions: np.ndarray, keep: np.ndarray | None) -> None:
+    def read_for(self, regions: np.ndarray, keep: np.ndarray) -> None:
         """Decodes the files overlapping any of the `regions` boxes not decoded yet,
-        keeping their points inside the `keep` boxes (none when None)."""
-        if len(regions) == 0 or not self.files:
-            return
-        wanted = shapely.intersects(self.boxes[:, None], shapely.box(*regions.T)[None, :]).any(axis=1)
-        todo = [f for f, w in zip(self.files, wanted) if w and f.path not in self.dates and f.path not in self.failed]
+        keeping their points inside the `keep` boxes."""
+        todo = [f for f in self._overlapping(regions) if f.path not in self.dates and f.path not in self.failed]
         if not todo:
             return
         started = time.perf_counter()
-        mask = KeepMask.of_boxes(keep) if keep is not None else _NOTHING
+        mask = KeepMask.of_boxes(keep)
         for file in todo:
-            try:
-                found = read_file(file.path, self.classes, mask, self.terrain, self.parallel)
-            except InputError as error:
-                self.failed[file.path] = str(error)
-                continue
-            self.dates[file.path] = found.acquisition_dates
-            self.decoded += found.decoded_points
-            self._roof.append(found.roof_xyz)
-            times = found.roof_gps_time
-            self._roof_time.append(times if times is not None else np.full(len(found.roof_xyz), np.nan))
-            self._ground.append(found.ground_xyz)
-            self._indexed = None
+            found = self._read(file, mask, None)
+            if found is not None:
+                self.dates[file.path] = found.acquisition_dates
+                self._roof.append(found.roof_xyz)
+                times = found.roof_gps_time
+                self._roof_time.append(times if times is not None else np.full(len(found.roof_xyz), np.nan))
+                self._ground.append(found.ground_xyz)
+                self._indexed = None
         self.read_seconds += time.perf_counter() - started
+
+    def read_terrain(self, windows: np.ndarray) -> None:
+        """Sums the ground heights of every file overlapping the windows, decoded before
+        or not: the coarse terrain is needed so rarely that decoding those files again
+        then costs less than summing every file's ground on every run."""
+        started = time.perf_counter()
+        self.terrain_windows += [tuple(w) for w in windows.tolist()]
+        if self.terrain is None:
+            self.terrain = TerrainSums(_union_bounds(self.files))
+        for file in self._overlapping(windows):
+            if file.path not in self.failed and file.path not in self._terrain_read:
+                self._terrain_read.add(file.path)
+                self._read(file, _NOTHING, self.terrain)
+        self.read_seconds += time.perf_counter() - started
+
+    def _overlapping(self, regions: np.ndarray) -> list[PointFile]:
+        if len(regions) == 0 or not self.files:
+            return []
+        wanted = shapely.intersects(self.boxes[:, None], shapely.box(*regions.T)[None, :]).any(axis=1)
+        return [f for f, w in zip(self.files, wanted) if w]
+
+    def _read(self, file: PointFile, mask: KeepMask, terrain: TerrainSums | None) -> FilePoints | None:
+        try:
+            found = read_file(file.path, self.classes, mask, terrain, self.parallel)
+        except InputError as error:
+            self.failed[file.path] = str(error)
+            return None
+        self.decoded += found.decoded_points
+        return found
 
     def indexed(self) -> tuple[_Indexed, _Indexed]:
         """Building points and ground points, each with a grid index; appending files
         keeps the indices of earlier points."""
         if self._indexed is None:
-            roof = np.concatenate(self._roof) if self._roof else np.empty((0, 3))
-            times = np.concatenate(self._roof_time) if self._roof_time else np.empty(0)
-            ground = np.concatenate(self._ground) if self._ground else np.empty((0, 3))
-            self._indexed = (_Indexed(roof, times), _Indexed(ground, None))
+            # Joined once and kept joined, so that the parts are not held twice.
+            self._roof = [joined(self._roof, (0, 3))]
+            self._roof_time = [joined(self._roof_time, (0,))]
+            self._ground = [joined(self._ground, (0, 3))]
+            self._indexed = (_Indexed(self._roof[0], self._roof_time[0]), _Indexed(self._ground[0], None))
         return self._indexed
 
     def failure_within(self, regions: Sequence[np.ndarray]) -> str | None:
