@@ -16,13 +16,14 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from twin.errors import TwinError
 from twin.region.unit_run import run_unit, run_unit_bytes
-from twin.region.workdir import dumps, loads
+from twin.region.workdir import dumps
 
 RETRIES = 2
 
@@ -68,8 +69,7 @@ def run_units(tasks: Iterable[tuple[str, object]], execution: Execution, done: D
 def _run_here(tasks: Iterable[tuple[str, object]], done: Done, on_building) -> None:
     for unit_id, task in tasks:
         try:
-            # Through bytes like the other engines, so that results are the same objects.
-            result = dumps(run_unit(loads(dumps(task)), on_building))
+            result = dumps(run_unit(task, on_building))
         except Exception as error:
             done(unit_id, None, _describe(error))
         else:
@@ -127,7 +127,8 @@ def _run_on_dask(tasks: Iterable[tuple[str, object]], address: str, done: Done) 
 
         def submit(count: int) -> None:
             for unit_id, payload in pending.take(count):
-                future = client.submit(run_unit_bytes, payload, key=f"twin-unit-{unit_id}", retries=RETRIES, pure=False)
+                key = f"twin-unit-{unit_id}-{uuid.uuid4().hex}"  # never a result cached from another run
+                future = client.submit(run_unit_bytes, payload, key=key, retries=RETRIES, pure=False)
                 names[future] = unit_id
                 running.add(future)
 
