@@ -295,3 +295,24 @@ def test_the_terrain_fallback_does_not_depend_on_the_cut(tmp_path):
     assert one.attributes["ground_method"] == "tile terrain" and one.status == "fallback"
     assert one.attributes == two.attributes
     assert 50.5 < one.attributes["h_ground"] < 51.6
+
+
+def test_roof_comparison_flags_a_share_of_cells_moved_beyond_the_threshold():
+    from reconstruction.change import compare_roofs, roof_signature
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 10, (2000, 2)) + (668000, 6860000)
+    before = roof_signature(np.column_stack([xy, 60 + rng.normal(0, 0.03, 2000)]))
+    noisy = roof_signature(np.column_stack([xy, 60 + rng.normal(0, 0.03, 2000)]))
+    dormer = np.where(xy[:, 0] < 668001, 2.0, 0.0)  # a tenth of the roof raised by 2 m
+    extended = roof_signature(np.column_stack([xy, 60 + dormer]))
+    raised = roof_signature(np.column_stack([xy, 63.0 + 0 * xy[:, 0]]))
+    assert len(before) == 100
+    assert not compare_roofs(before, noisy, 1.0, 0.1).changed
+    change = compare_roofs(before, extended, 1.0, 0.1)
+    assert change.changed and change.share == pytest.approx(0.1) and change.height_m == pytest.approx(2.0, abs=0.1)
+    assert not compare_roofs(before, extended, 1.0, 0.2).changed
+    assert compare_roofs(before, raised, 1.0, 0.1).share == 1.0
+    empty = roof_signature(np.empty((0, 3)))
+    assert compare_roofs(before, empty, 1.0, 0.1).changed and compare_roofs(empty, raised, 1.0, 0.1).changed
+    assert not compare_roofs(empty, empty, 1.0, 0.1).changed

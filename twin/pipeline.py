@@ -34,7 +34,7 @@ from twin.model import Building, CityModel, Status
 from twin.region.engines import Execution, run_units
 from twin.region.unit_run import PreviousResult, UnitResult, UnitTask
 from twin.region.units import PointFile, Reach, Unit, plan_units
-from twin.region.workdir import WorkDir, loads
+from twin.region.workdir import WorkDir, loads, remove_leftover_temporaries
 from twin.report import write_run_records
 
 DEFAULT_FORMATS = ("cityjson",)
@@ -399,6 +399,7 @@ def _prepare_out_dir(out_dir: Path) -> Path:
         probe = out_dir / ".twin-write-test"
         probe.write_bytes(b"")
         probe.unlink()
+        remove_leftover_temporaries(out_dir)  # of outputs a killed run was writing
     except OSError as error:
         raise InputError(f"{out_dir}: cannot write the outputs there ({error.strerror}); choose another --out") from None
     return out_dir

@@ -198,19 +198,24 @@ def _update(
     on_building: Callable[[], None] | None,
 ) -> tuple[dict[str, Building], dict[str, RoofSignature], int]:
     """Keeps each building of the last run unless newer points say its roof changed;
-    changed ones are rebuilt from the new points and record the change."""
+    changed ones are rebuilt from the new points and record the change. Buildings whose
+    footprint is new or was redrawn since are rebuilt too."""
     current = {f.id for f in footprints}
     buildings = {i: b for i, b in previous.buildings.items() if i in current}
     signatures = {i: s for i, s in previous.signatures.items() if i in current}
     extents = shapely.box(*np.array(previous.changed_extents).reshape(-1, 4).T)
-    touched = [f for f in footprints if f.id not in buildings or shapely.intersects(extents, f.polygon).any()]
+    redrawn = {f.id for f in footprints if f.id in buildings and not buildings[f.id].footprint.equals_exact(f.polygon, 0)}
+    touched = [
+        f for f in footprints
+        if f.id not in buildings or f.id in redrawn or shapely.intersects(extents, f.polygon).any()
+    ]
     if not touched:
         return buildings, signatures, 0
     changes = {}
 
     def changed(footprint: Footprint, signature: RoofSignature) -> bool:
-        if footprint.id not in previous.buildings:
-            return True
+        if footprint.id not in buildings or footprint.id in redrawn:
+            return True  # a new or redrawn footprint: rebuilt, without a roof change
         change = compare_roofs(
             previous.signatures[footprint.id], signature, previous.change.height_threshold_m, previous.change.min_share
         )

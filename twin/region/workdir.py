@@ -57,8 +57,8 @@ class WorkDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         (self.path / UNITS_FOLDER).mkdir(parents=True, exist_ok=True)
-        _remove_leftover_temporaries(self.path)
-        _remove_leftover_temporaries(self.path / UNITS_FOLDER)
+        remove_leftover_temporaries(self.path)
+        remove_leftover_temporaries(self.path / UNITS_FOLDER)
 
     def read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -105,7 +105,8 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
         stream.write("\n")
 
 
-def _remove_leftover_temporaries(folder: Path) -> None:
-    """Temporary files of writes a killed run never finished (see exporters.atomic)."""
+def remove_leftover_temporaries(folder: Path) -> None:
+    """Temporary files of writes a killed run never finished (exporters.atomic names
+    them `.<name>.<random>.tmp`)."""
     for leftover in folder.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
