@@ -120,6 +120,8 @@ Examples:
   twin build --points tile1.laz tile2.laz --footprints batiments.gpkg --id-field cleabs --out out/
   twin build --points tile.copc.laz --footprints bati.shp --format cityjsonseq --out out/
   twin build --points old.laz --crs EPSG:2154 --footprints bati.gpkg --out out/   (header without CRS)
+  twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --work-dir work/ --workers 8   (resumable)
+  twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --scheduler tcp://host:8786   (Dask)
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),

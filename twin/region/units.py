@@ -93,9 +93,6 @@ class Unit:
         regions = [shapely.box(*b) for b in boxes]
         return [f for f in self.files if any(shapely.box(*f.bounds).intersects(r) for r in regions)]
 
-    def bounds(self) -> tuple[float, float, float, float]:
-        return (self.x0, self.y0, self.x0 + self.size, self.y0 + self.size)
-
 
 def anchors(polygons: Sequence[shapely.Polygon]) -> np.ndarray:
     """(n, 2): each footprint's centroid, or its representative point when the centroid
