@@ -28,7 +28,9 @@ def build_grid_index(xy: np.ndarray, cell: float = 10.0) -> GridIndex:
     iy = ((xy[:, 1] - y0) // cell).astype(np.int64)
     ny = int(iy.max()) + 1
     keys = ix * ny + iy
-    order = np.argsort(keys, kind="stable")
+    # With few enough cells (a 1 km unit at 10 m has about 12,000) the keys fit 16 bits,
+    # which numpy sorts by radix, several times faster than a comparison sort.
+    order = np.argsort(keys.astype(np.uint16) if keys.max() < 1 << 16 else keys, kind="stable")
     return GridIndex(float(x0), float(y0), cell, ny, order, keys[order])
 
 

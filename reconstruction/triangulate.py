@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from reconstruction.geometry import surface_normal
+from reconstruction.geometry import cross, cross_rows, surface_normal
 from twin.model import Solid, Surface
 
 
@@ -21,9 +21,9 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     normal = surface_normal(surface)
     if len(surface.rings) == 1 and len(vertices) == 3:
         return vertices, np.array([[0, 1, 2]])
-    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
     u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
+    v = cross(normal, u)
     origin = vertices[0]
     flat = np.column_stack([(vertices - origin) @ u, (vertices - origin) @ v])
     offsets = np.cumsum([0] + [len(r) for r in surface.rings])
@@ -40,7 +40,7 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     triangles = np.array(triangles, dtype=np.int64).reshape(-1, 3)
     if len(triangles):
         a, b, c = (vertices[triangles[:, k]] for k in range(3))
-        flipped = np.cross(b - a, c - a) @ normal < 0
+        flipped = cross_rows(b - a, c - a) @ normal < 0
         triangles[flipped] = triangles[flipped][:, [0, 2, 1]]
     return vertices, triangles
 

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 import shapely
 
-from reconstruction.geometry import solid_origin, solid_volume, surface_vector_area
+from reconstruction.geometry import cross, cross_rows, solid_origin, solid_volume, surface_vector_area
 from reconstruction.triangulate import triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -104,9 +104,9 @@ def _validate_surface(surface: Surface, origin: np.ndarray) -> tuple[set[int], l
         # Within 1 mm of its plane, no triangle wider than a sliver can tilt by 20 degrees.
         errors.add(204)
 
-    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
     u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
+    v = cross(normal, u)
     rings_2d = [np.column_stack([(r - origin) @ u, (r - origin) @ v]) for r in surface.rings]
     for ring in rings_2d:
         if not shapely.LinearRing(ring).is_simple:
@@ -134,7 +134,7 @@ def _normals_deviate(surface: Surface, normal: np.ndarray) -> bool:
     """
     vertices, triangles = triangulate_surface(surface)
     a, b, c = (vertices[triangles[:, k]] for k in range(3))
-    normals = np.cross(b - a, c - a)
+    normals = cross_rows(b - a, c - a)
     doubled_area = np.linalg.norm(normals, axis=1)
     longest = np.max([np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1)], axis=0)
     sound = doubled_area > SLIVER_WIDTH_M * np.maximum(longest, 1e-9)

@@ -12,7 +12,7 @@ import shapely
 from twin.config import ClassMapping
 from twin.errors import InputError
 from twin.inputs.footprints import read_footprints, repair_footprint
-from twin.inputs.points import KeepMask, open_sources, read_points
+from twin.inputs.points import KeepMask, TerrainSums, open_sources, read_file
 from twin.gpstime import gps_date
 
 X0, Y0 = 668000.0, 6860000.0
@@ -126,10 +126,10 @@ def test_feature_ids_serve_when_no_id_field(tmp_path):
 
 
 def test_keep_mask_keeps_points_near_footprints_only():
-    mask = KeepMask.around(box(0, 0, 10, 10).buffer(4))
-    x = np.array([X0 + 5, X0 - 3, X0 + 40, X0 + 13])
-    y = np.array([Y0 + 5, Y0 + 5, Y0 + 5, Y0 + 13])
-    assert mask.contains(x, y).tolist() == [True, True, False, True]
+    mask = KeepMask.of_boxes(np.array([box(0, 0, 10, 10).buffer(4).bounds, box(100, 0, 10, 10).bounds]))
+    x = np.array([X0 + 5, X0 - 3, X0 + 40, X0 + 13, X0 + 105])
+    y = np.array([Y0 + 5, Y0 + 5, Y0 + 5, Y0 + 13, Y0 + 5])
+    assert mask.contains(x, y).tolist() == [True, True, False, True, True]
 
 
 def test_point_crs_comes_from_header_or_option(tmp_path):
@@ -162,13 +162,23 @@ def test_points_are_cropped_classified_and_dated(tmp_path):
     # 2021-02-15 as adjusted standard GPS time, with the header left on GPS week time as IGN does
     gps = np.full(5000, 297417271.7)
     path = write_laz(tmp_path / "p.laz", xyz, classes, gps_time=gps)
-    sources, crs, _ = open_sources([path], None, None)
-    keep = KeepMask.around(box(0, 0, 50, 50))
-    cloud, terrain, sources = read_points(sources, crs, ClassMapping(), keep)
-    assert set(np.unique(cloud.classification)) <= {2, 6, 67}
-    assert np.all(cloud.xyz[:, 0] < X0 + 60) and np.all(cloud.xyz[:, 1] < Y0 + 60)
-    assert sources[0].acquisition_dates == ("2021-02-15", "2021-02-15") == (gps_date(gps[0]),) * 2
-    assert np.isfinite(terrain.heights).sum() > 100
+    keep = KeepMask.of_boxes(np.array([box(0, 0, 50, 50).bounds]))
+    terrain = TerrainSums((X0, Y0, X0 + 200, Y0 + 200))
+    found = read_file(str(path), ClassMapping(), keep, terrain)
+    kept = np.vstack([found.roof_xyz, found.ground_xyz])
+    inside = (xyz[:, 0] < X0 + 50) & (xyz[:, 1] < Y0 + 50)
+    assert len(found.roof_xyz) == np.sum(inside & np.isin(classes, [6, 67]))
+    assert len(found.ground_xyz) == np.sum(inside & (classes == 2))
+    assert np.all(kept[:, 0] < X0 + 55) and np.all(kept[:, 1] < Y0 + 55)
+    assert found.acquisition_dates == ("2021-02-15", "2021-02-15") == (gps_date(gps[0]),) * 2
+    assert len(found.roof_gps_time) == len(found.roof_xyz)
+    # every ground point feeds the terrain, kept or not: mean heights per 10 m cell
+    assert terrain.counts.sum() == np.sum(classes == 2)
+    centre = (X0 + 105, Y0 + 105)  # the centre of a terrain cell
+    cell = (np.floor(xyz[:, 0] / 10) == np.floor(centre[0] / 10)) & (np.floor(xyz[:, 1] / 10) == np.floor(centre[1] / 10))
+    assert np.sum(cell & (classes == 2)) > 0
+    height, distance = terrain.around(*centre, 30).height_near(*centre)
+    assert distance == 0 and height == pytest.approx(xyz[cell & (classes == 2), 2].mean(), abs=0.006)
 
 
 def test_corrupt_and_missing_point_files_give_clear_errors(tmp_path, shared_data):
@@ -179,6 +189,8 @@ def test_corrupt_and_missing_point_files_give_clear_errors(tmp_path, shared_data
     truncated = tmp_path / "truncated.laz"
     original = (shared_data / "lidarhd/bdtopo-870000-6618000/lidar.laz").read_bytes()
     truncated.write_bytes(original[: len(original) // 2])
-    sources, crs, _ = open_sources([truncated], None, None)
+    open_sources([truncated], None, None)  # the header is whole
+    terrain = TerrainSums((870000, 6617000, 870400, 6617200))
     with pytest.raises(InputError, match="cannot be decoded"):
-        read_points(sources, crs, ClassMapping(), None)
+        read_file(str(truncated), ClassMapping(), None, terrain)
+    assert terrain.counts.sum() == 0  # a file that breaks halfway adds nothing

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from twin.errors import TwinError
 
@@ -20,14 +21,18 @@ console = Console(stderr=True)
 
 
 class _RichProgress:
-    """Progress bars on stderr, shown from the first stage on (so early errors stay one line)."""
+    """Progress bars on stderr, shown from the first stage on (so early errors stay one
+    line): buildings and units done, with rates and the time left, and one line per unit."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
         self._progress = Progress(
-            TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=console,
+            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+            TimeRemainingColumn(), console=console,
         )
         self._task = None
+        self._units = None
+        self._verbose = verbose
+        self.failed_units: dict[str, str] = {}
 
     def stage(self, name: str, total: int) -> None:
         if self._task is None:
@@ -40,8 +45,66 @@ class _RichProgress:
         if self._task is not None:
             self._progress.advance(self._task, amount)
 
+    def units_planned(self, total: int, to_run: int) -> None:
+        if self._task is None:
+            self._progress.start()
+        if to_run < total:
+            console.print(f"{total - to_run} of {total} units were finished by an earlier run: skipped", highlight=False)
+        self._units = self._progress.add_task("units", total=max(total, 1))
+
+    def unit_done(self, report) -> None:
+        if self._units is not None:
+            self._progress.advance(self._units, 1)
+        status = report["status"]
+        if status == "failed":
+            self.failed_units[report["unit"]] = report.get("error") or "; ".join(report.get("failed_files", {}).values())
+            console.print(
+                f"[red]unit {report['unit']} failed:[/] {self.failed_units[report['unit']]}", highlight=False, soft_wrap=True
+            )
+        elif status == "done" and self._verbose:
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
+            console.print(
+                f"unit {report['unit']}: {counts} in {report['seconds']:.1f} s, {report['points_decoded']:,} points "
+                f"decoded, peak {report['peak_rss_mb']:.0f} MB",
+                highlight=False,
+            )
+
     def close(self) -> None:
         self._progress.stop()
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
+def _execution_options(command):
+    """The options every command that runs units takes."""
+    options = [
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Local worker processes; 1 runs the units in this process."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="Run the units on a Dask distributed cluster (e.g. tcp://host:8786) instead of local workers."),
+        click.option("-v", "--verbose", is_flag=True, help="One line per finished unit; log every failed building."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _setup_logging(verbose: bool) -> None:
+    """With --verbose, the run's log (each failed building, named with its unit); without,
+    failed units are shown by the progress display only."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("twin")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(RichHandler(console=console, show_time=False, show_path=False) if verbose else logging.NullHandler())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +121,8 @@ Examples:
   twin build --points tile.copc.laz --footprints bati.shp --format cityjsonseq --out out/
   twin build --points old.laz --crs EPSG:2154 --footprints bati.gpkg --out out/   (header without CRS)
   twin build --points campus.laz --out out/   (no footprints: outlines from the building points)
+  twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --work-dir work/ --workers 8   (resumable)
+  twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --scheduler tcp://host:8786   (Dask)
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -83,9 +148,16 @@ Examples:
               help="Percentile of the roof heights used for LOD1 blocks.")
 @click.option("--step-height", type=float, default=3.0, show_default=True,
               help="LOD1.3 splits a building where its roof steps by at least this many metres.")
+@click.option("--work-dir", type=click.Path(path_type=Path),
+              help="Keep the manifest, finished units and run report here; a run started again resumes from it.")
+@click.option("--per-commune", is_flag=True, help="Write the outputs per commune, in <out>/<INSEE code>/ (needs --communes).")
+@click.option("--unit-size", type=float, default=1000.0, show_default=True,
+              help="Side in metres of the square units of work (1000: the LiDAR HD tiles).")
+@_execution_options
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
 def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
-          building_classes, ground_classes, roof_percentile, step_height, more_points) -> None:
+          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, workers, scheduler,
+          unit_size, verbose, more_points) -> None:
     """Build LOD1.2, LOD1.3 and LOD2.2 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
@@ -103,23 +175,170 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         )
         return BuildConfig(classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height))
 
+    progress = _RichProgress(verbose)
+
     def run():
+        from twin.region.engines import Execution
+
         config = configure()
-        progress = _RichProgress()
+        execution = Execution(workers=workers, scheduler=scheduler, work_dir=work_dir, unit_size_m=unit_size)
+        _setup_logging(verbose)
         try:
             return run_build(
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
-                communes=communes, commune_field=commune_field, progress=progress,
+                communes=communes, commune_field=commune_field, progress=progress, execution=execution,
+                per_commune=per_commune,
             )
         finally:
             progress.close()
 
     model = _checked(run)
-    for note in model.metadata.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    _print_summary(model, status_counts(model))
-    console.print(f"outputs in {out_dir}/", highlight=False)
+    _print_outcome(model, status_counts(model), progress, out_dir, work_dir)
+
+
+@main.command(
+    epilog="""\b
+Example:
+  twin build --points 2021/*.laz --footprints bati.gpkg --out out/ --work-dir work/
+  twin update --work-dir work/ --points 2025/LHD_FXX_0652_6862.laz
+"""
+)
+@click.option("--work-dir", required=True, type=click.Path(path_type=Path),
+              help="The --work-dir of the build to update.")
+@click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="The newer LAS/LAZ files; each replaces the earlier files it covers for the most part.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder [default: the build's].")
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="A roof cell changed when its height moved by more than this many metres.")
+@click.option("--share", type=float, default=0.1, show_default=True,
+              help="A roof changed when at least this share of its cells seen by both scans changed.")
+@_execution_options
+@click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
+def update(work_dir, points, out_dir, threshold, share, workers, scheduler, verbose, more_points) -> None:
+    """Update a build with newer point files for part of its area.
+
+    Buildings whose roof changed (height moved by more than --threshold over --share of
+    the roof) are rebuilt from the new points and record the change in `roof_change`
+    (both acquisition dates, "before/after"), `roof_change_share` and
+    `roof_change_height_m`; every other building is kept as it was.
+    """
+    from twin.config import ChangeConfig
+    from twin.pipeline import update as run_update
+    from twin.report import status_counts
+
+    progress = _RichProgress(verbose)
+
+    def run():
+        from twin.region.engines import Execution
+
+        change = ChangeConfig(height_threshold_m=threshold, min_share=share)
+        execution = Execution(workers=workers, scheduler=scheduler)
+        _setup_logging(verbose)
+        try:
+            return run_update(work_dir, [*points, *more_points], out_dir, change, progress, execution)
+        finally:
+            progress.close()
+
+    model = _checked(run)
+    changed = [b for b in model.buildings if "roof_change" in b.attributes]
+    console.print(f"{len(changed)} building(s) with a changed roof", highlight=False)
+    _print_outcome(model, status_counts(model), progress, out_dir, work_dir)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  twin plan --tiles lidarhd/ --communes communes.gpkg --footprints bdtopo_batiments.gpkg --workers 64
+  twin plan --tiles TA_diff_pkk_lidarhd.shp --communes communes.gpkg --workers 16   (vector tile index)
+"""
+)
+@click.option("--tiles", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="LAS/LAZ files, folders of them, or a vector file of tile polygons; repeat for several.")
+@click.option("--communes", type=click.Path(path_type=Path), help="Commune polygons, for a table per commune.")
+@click.option("--commune-field", help="Field of the commune file holding the INSEE code.")
+@click.option("--footprints", type=click.Path(path_type=Path), help="Building footprints, to count the buildings per unit.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Workers the run would use.")
+@click.option("--unit-size", type=float, default=1000.0, show_default=True, help="Side of the units in metres.")
+@click.option("--density", type=float, default=20.0, show_default=True,
+              help="Points per m², for a vector tile index (LAS/LAZ headers give their counts).")
+@click.option("--buildings-per-km2", type=float, default=1000.0, show_default=True,
+              help="Buildings per km² when no --footprints are given (1000: dense suburbs, an upper bound).")
+@click.option("--list", "list_units", is_flag=True, help="List every unit (else the 10 longest).")
+def plan(tiles, communes, commune_field, footprints, workers, unit_size, density, buildings_per_km2, list_units) -> None:
+    """Plan a regional run: its units, their points and buildings, and the time and
+    memory it would take with --workers, from the rates measured by the benchmarks
+    (twin/region/throughput.json, written by benchmarks/regional_tile.py)."""
+
+    def run():
+        from twin.region.engines import Execution
+        from twin.region.plan import plan_region, read_tile_index
+
+        Execution(workers=workers, unit_size_m=unit_size)  # validates them
+        tile_list = read_tile_index(tiles, density)
+        polygons = _plan_footprints(footprints) if footprints is not None else None
+        commune_set = None
+        if communes is not None:
+            from twin.inputs.communes import read_communes
+
+            commune_set = read_communes(communes, commune_field)
+        return plan_region(tile_list, unit_size, workers, polygons, buildings_per_km2, commune_set)
+
+    _print_plan(_checked(run), list_units, footprints)
+
+
+def _plan_footprints(path: Path):
+    import pyogrio
+    import shapely
+
+    if not path.exists():
+        raise TwinError(f"{path}: no such file; check the path given to --footprints")
+    try:
+        _, _, wkb, _ = pyogrio.raw.read(path, columns=[])
+    except Exception as error:
+        raise TwinError(f"{path}: cannot be read as a vector file ({error})") from None
+    geometries = shapely.from_wkb(wkb)
+    return [g for g in geometries if g is not None and not g.is_empty]
+
+
+def _print_plan(plan, list_units: bool, footprints) -> None:
+    from twin.region.plan import duration_text
+
+    out = Console(width=None if sys.stdout.isatty() else 160)  # no cut columns in files and pipes
+    rates = plan.throughput
+    points = sum(t.points for t in plan.tiles)
+    buildings = sum(u.buildings for u in plan.units)
+    out.print(f"{len(plan.tiles)} tiles, {points / 1e6:,.1f} M points", highlight=False)
+    source = f"counted from {footprints}" if plan.buildings_counted else "estimated from --buildings-per-km2"
+    out.print(f"{len(plan.units)} units, {buildings:,} buildings ({source})", highlight=False)
+    table = Table(title="units" if list_units else "the 10 longest units")
+    for column in ("unit", "buildings", "points (M)", "decoded (M)", "time, 1 worker", "memory"):
+        table.add_column(column, justify="left" if column == "unit" else "right")
+    shown = plan.units if list_units else sorted(plan.units, key=lambda u: -u.seconds)[:10]
+    for unit in shown:
+        table.add_row(unit.id, f"{unit.buildings:,}", f"{unit.own_points / 1e6:.1f}", f"{unit.decoded_points / 1e6:.1f}",
+                      duration_text(unit.seconds), f"{unit.memory_mb:,.0f} MB")
+    out.print(table)
+    if plan.communes:
+        communes = Table(title="communes")
+        for column in ("commune", "name", "buildings", "points (M)", "time, 1 worker"):
+            communes.add_column(column, justify="left" if column in ("commune", "name") else "right")
+        for row in plan.communes:
+            communes.add_row(row["code"], row["name"], f"{row['buildings']:,}", f"{row['points'] / 1e6:.1f}",
+                             duration_text(row["seconds_one_worker"]))
+        out.print(communes)
+    out.print(
+        f"with {plan.workers} worker(s): about {duration_text(plan.wall_seconds)}, at most "
+        f"{plan.peak_memory_mb:,.0f} MB per worker ({plan.peak_memory_mb * min(plan.workers, len(plan.units)) / 1024:,.1f} GB in all)",
+        highlight=False,
+    )
+    out.print(
+        f"rates measured by {rates['measured_by']} on {rates['machine']['cores']} cores: "
+        f"{rates['read_points_per_s'] / 1e6:.1f} M points/s decoded and cropped, "
+        f"{rates['buildings_per_s']:.0f} buildings/s, {rates['rss_mb_per_million_points']:.0f} MB per million points",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @main.command(
@@ -158,6 +377,24 @@ def sample(out_dir: Path, seed: int | None) -> None:
     written = _checked(lambda: generate_sample(out_dir, DEFAULT_SEED if seed is None else seed))
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _print_outcome(model, counts: dict[str, int], progress: _RichProgress, out_dir, work_dir) -> None:
+    for note in model.metadata.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    _print_summary(model, counts)
+    if out_dir is not None:
+        console.print(f"outputs in {out_dir}/", highlight=False, soft_wrap=True)
+    if work_dir is not None:
+        console.print(f"run report in {work_dir}/report.json", highlight=False, soft_wrap=True)
+    if progress.failed_units:
+        console.print(
+            f"[red]{len(progress.failed_units)} unit(s) failed[/]; the buildings that needed those files are marked "
+            "failed. Fix the files named above and run the same command again: only those units run again.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 def _print_summary(model, counts: dict[str, int]) -> None:

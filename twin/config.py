@@ -185,3 +185,17 @@ class BuildConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChangeConfig:
+    """`twin update`: when a newer scan says a roof changed, so that its building is rebuilt."""
+
+    height_threshold_m: float = 1.0
+    """A roof cell changed when its height moved by more than this (well above scan noise)."""
+    min_share: float = 0.1
+    """A roof changed when at least this share of the cells both scans saw changed."""
+
+    def __post_init__(self) -> None:
+        _require(self.height_threshold_m > 0, "roof change threshold must be positive")
+        _require(0 < self.min_share <= 1, "changed share must be within 0..1 (and not 0)")

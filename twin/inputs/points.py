@@ -2,8 +2,8 @@
 
 Only the building and ground classes are kept, and only inside a keep mask (a coarse
 grid over the footprints' neighbourhoods), so memory follows the footprints, not the
-tiles. Every ground point of the tiles also feeds a coarse terrain grid, the last
-point-based fallback for a building's ground height.
+tiles. Every ground point of a file read also feeds coarse terrain sums on a fixed grid,
+the last point-based fallback for a building's ground height.
 
 COPC files are valid LAZ 1.4 files and are read the same way.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import laspy
 import numpy as np
@@ -23,7 +23,7 @@ from twin.config import ClassMapping
 from twin.errors import InputError
 from twin.geodesy import resolve_compound_crs
 from twin.gpstime import GPS_WEEK_SECONDS, gps_date
-from twin.model import PointCloud, TerrainGrid
+from twin.model import TerrainGrid
 
 CHUNK_POINTS = 2_000_000
 TERRAIN_CELL_M = 10.0
@@ -56,16 +56,17 @@ class KeepMask:
     cells: np.ndarray  # bool (nx, ny)
 
     @staticmethod
-    def around(region: shapely.Geometry, cell: float = 5.0) -> "KeepMask":
-        xmin, ymin, xmax, ymax = region.bounds
-        nx = max(1, int(np.ceil((xmax - xmin) / cell)))
-        ny = max(1, int(np.ceil((ymax - ymin) / cell)))
-        ix, iy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-        boxes = shapely.box(
-            xmin + ix * cell, ymin + iy * cell, xmin + (ix + 1) * cell, ymin + (iy + 1) * cell
-        )
-        shapely.prepare(region)
-        return KeepMask(xmin, ymin, cell, shapely.intersects(region, boxes))
+    def of_boxes(boxes: np.ndarray, cell: float = 5.0) -> "KeepMask":
+        """The cells touching any of the (xmin, ymin, xmax, ymax) rows of `boxes`."""
+        x0, y0 = float(boxes[:, 0].min()), float(boxes[:, 1].min())
+        nx = max(1, int(np.ceil((boxes[:, 2].max() - x0) / cell)))
+        ny = max(1, int(np.ceil((boxes[:, 3].max() - y0) / cell)))
+        cells = np.zeros((nx, ny), dtype=bool)
+        low = np.floor((boxes[:, :2] - (x0, y0)) / cell).astype(np.int64)
+        high = np.minimum(np.floor((boxes[:, 2:] - (x0, y0)) / cell).astype(np.int64), (nx - 1, ny - 1))
+        for (i0, j0), (i1, j1) in zip(low, high):
+            cells[i0 : i1 + 1, j0 : j1 + 1] = True
+        return KeepMask(x0, y0, cell, cells)
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         ix = np.floor((x - self.x0) / self.cell).astype(np.int64)
@@ -124,68 +125,169 @@ def open_sources(
     return sources, first, sorted(set(notes))
 
 
-def read_points(
-    sources: Sequence[PointSource],
-    crs: pyproj.CRS,
+@dataclass(frozen=True, eq=False)
+class FilePoints:
+    """The building and ground points one file holds inside a keep mask.
+
+    `roof_gps_time` is None when the file's GPS times are not adjusted standard GPS
+    time (then no date can be read from them).
+    """
+
+    roof_xyz: np.ndarray
+    roof_gps_time: np.ndarray | None
+    ground_xyz: np.ndarray
+    acquisition_dates: tuple[str, str] | None
+    decoded_points: int
+
+
+def read_file(
+    path: str,
     classes: ClassMapping,
     keep: KeepMask | None,
-    on_progress: Callable[[int], None] | None = None,
-) -> tuple[PointCloud, TerrainGrid, list[PointSource]]:
-    """Building and ground points inside `keep`, the terrain grid of all ground points,
-    and the sources completed with their acquisition dates."""
-    wanted = np.array(sorted({*classes.building, *classes.ground}), dtype=np.uint8)
-    ground_classes = np.array(classes.ground, dtype=np.uint8)
-    terrain = _TerrainAccumulator(sources)
-    xyz_parts, class_parts, time_parts = [], [], []
-    has_time = True
-    completed = []
-    for source in sources:
-        first_time, last_time = np.inf, -np.inf
-        declared_adjusted = False
-        try:
-            with laspy.open(source.path) as reader:
-                declared_adjusted = _declares_adjusted_gps_time(reader.header)
-                for chunk in reader.chunk_iterator(CHUNK_POINTS):
-                    x, y, z = np.asarray(chunk.x), np.asarray(chunk.y), np.asarray(chunk.z)
-                    classification = np.asarray(chunk.classification, dtype=np.uint8)
-                    ground = np.isin(classification, ground_classes)
-                    terrain.add(x[ground], y[ground], z[ground])
-                    selected = np.isin(classification, wanted)
-                    if keep is not None:
-                        selected &= keep.contains(x, y)
-                    xyz_parts.append(np.column_stack([x[selected], y[selected], z[selected]]))
-                    class_parts.append(classification[selected])
-                    if "gps_time" in chunk.point_format.dimension_names:
-                        gps = np.asarray(chunk.gps_time, dtype=np.float64)
-                        time_parts.append(gps[selected])
-                        if len(gps):
-                            first_time, last_time = min(first_time, gps.min()), max(last_time, gps.max())
-                    else:
-                        has_time = False
-                    if on_progress is not None:
-                        on_progress(len(x))
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(
-                f"{source.path}: the point data cannot be decoded ({type(error).__name__}: {error}); "
-                "the file is probably truncated or corrupt: download or export it again"
-            ) from None
-        dates = None
-        if np.isfinite(first_time) and (declared_adjusted or last_time > GPS_WEEK_SECONDS):
-            dates = (gps_date(first_time), gps_date(last_time))
-        completed.append(_with_dates(source, dates))
-    xyz = np.concatenate(xyz_parts) if xyz_parts else np.empty((0, 3))
-    classification = np.concatenate(class_parts) if class_parts else np.empty(0, np.uint8)
-    gps_time = None
-    if has_time and time_parts and all(s.acquisition_dates for s in completed):
-        gps_time = np.concatenate(time_parts)
-    cloud = PointCloud(xyz=xyz, classification=classification, crs=crs, gps_time=gps_time)
-    return cloud, terrain.grid(), completed
+    terrain: "TerrainSums | None" = None,
+    parallel: bool = True,
+) -> FilePoints:
+    """Streams one LAS/LAZ file in chunks and keeps the building and ground points inside
+    `keep` (all of them when None). Every ground point of the file, kept or not, is added
+    to `terrain` once the whole file has been decoded, so a file that breaks halfway adds
+    nothing. `parallel` decodes LAZ on every core (else on one: for workers that each
+    have a core)."""
+    building_table = _class_table(classes.building)
+    ground_table = _class_table(classes.ground)
+    roof_parts, time_parts, ground_parts = [], [], []
+    file_terrain = terrain.empty_like() if terrain is not None else None
+    first_time, last_time, has_time, decoded = np.inf, -np.inf, True, 0
+    try:
+        backend = laspy.LazBackend.LazrsParallel if parallel else laspy.LazBackend.Lazrs
+        with laspy.open(path, laz_backend=backend, decompression_selection=_NEEDED_FIELDS) as reader:
+            header = reader.header
+            declared_adjusted = _declares_adjusted_gps_time(header)
+            has_time = "gps_time" in header.point_format.dimension_names
+            for chunk in reader.chunk_iterator(CHUNK_POINTS):
+                classification = np.asarray(chunk.classification, dtype=np.uint8)
+                decoded += len(classification)
+                if has_time and len(classification):
+                    gps = np.asarray(chunk.gps_time, dtype=np.float64)
+                    first_time, last_time = min(first_time, gps.min()), max(last_time, gps.max())
+                # Only the points of the wanted classes are scaled to coordinates: the
+                # same (integer * scale) + offset as laspy's, for a fraction of the points.
+                ground = np.flatnonzero(ground_table[classification])
+                ground_xyz = _scaled(chunk, header, ground)
+                if file_terrain is not None:
+                    file_terrain.add(ground_xyz)
+                building = np.flatnonzero(building_table[classification])
+                building_xyz = _scaled(chunk, header, building)
+                if keep is not None:
+                    inside = keep.contains(building_xyz[:, 0], building_xyz[:, 1])
+                    building, building_xyz = building[inside], building_xyz[inside]
+                    ground_xyz = ground_xyz[keep.contains(ground_xyz[:, 0], ground_xyz[:, 1])]
+                roof_parts.append(building_xyz)
+                ground_parts.append(ground_xyz)
+                if has_time:
+                    time_parts.append(np.asarray(chunk.gps_time, dtype=np.float64)[building])
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(
+            f"{path}: the point data cannot be decoded ({type(error).__name__}: {error}); "
+            "the file is probably truncated or corrupt: download or export it again"
+        ) from None
+    dates = None
+    if has_time and np.isfinite(first_time) and (declared_adjusted or last_time > GPS_WEEK_SECONDS):
+        dates = (gps_date(first_time), gps_date(last_time))
+    if terrain is not None:
+        terrain.merge(file_terrain)
+    return FilePoints(
+        roof_xyz=joined(roof_parts, (0, 3)),
+        roof_gps_time=joined(time_parts, (0,)) if dates else None,
+        ground_xyz=joined(ground_parts, (0, 3)),
+        acquisition_dates=dates,
+        decoded_points=decoded,
+    )
 
 
-def _with_dates(source: PointSource, dates: tuple[str, str] | None) -> PointSource:
-    return PointSource(**{**source.__dict__, "acquisition_dates": dates})
+_NEEDED_FIELDS = (
+    laspy.DecompressionSelection.XY_RETURNS_CHANNEL
+    | laspy.DecompressionSelection.Z
+    | laspy.DecompressionSelection.CLASSIFICATION
+    | laspy.DecompressionSelection.GPS_TIME
+)
+"""LAS 1.4 point formats 6-10 compress fields in layers; the other layers (intensity,
+scan angle, colours...) are skipped, which makes decoding faster."""
+
+
+def joined(parts: Sequence[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    """The parts end to end; a single part as it is, without a copy (memory counts here)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(empty_shape)
+
+
+def _class_table(codes: Sequence[int]) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[list(codes)] = True
+    return table
+
+
+def _scaled(chunk, header: laspy.LasHeader, indices: np.ndarray) -> np.ndarray:
+    xyz = np.empty((len(indices), 3))
+    for axis, name in enumerate("XYZ"):
+        raw = chunk.array[name][indices]
+        xyz[:, axis] = (raw * header.scales[axis]) + header.offsets[axis]
+    return xyz
+
+
+class TerrainSums:
+    """Ground heights summed per cell of a fixed grid (cells aligned on multiples of
+    `TERRAIN_CELL_M` in the CRS) over a bounding box.
+
+    Heights are summed as whole millimetres in integers, so a cell's mean is exactly the
+    same whatever order its points arrive in, and so whichever files they come from.
+    """
+
+    def __init__(self, bounds: tuple[float, float, float, float]) -> None:
+        xmin, ymin, xmax, ymax = bounds
+        self.i0 = int(np.floor(xmin / TERRAIN_CELL_M))
+        self.j0 = int(np.floor(ymin / TERRAIN_CELL_M))
+        self.nx = int(np.floor(xmax / TERRAIN_CELL_M)) - self.i0 + 1
+        self.ny = int(np.floor(ymax / TERRAIN_CELL_M)) - self.j0 + 1
+        self.sums = np.zeros(self.nx * self.ny, dtype=np.int64)
+        self.counts = np.zeros(self.nx * self.ny, dtype=np.int64)
+
+    def empty_like(self) -> "TerrainSums":
+        other = object.__new__(TerrainSums)
+        other.i0, other.j0, other.nx, other.ny = self.i0, self.j0, self.nx, self.ny
+        other.sums, other.counts = np.zeros_like(self.sums), np.zeros_like(self.counts)
+        return other
+
+    def add(self, xyz: np.ndarray) -> None:
+        i = np.floor(xyz[:, 0] / TERRAIN_CELL_M).astype(np.int64) - self.i0
+        j = np.floor(xyz[:, 1] / TERRAIN_CELL_M).astype(np.int64) - self.j0
+        inside = (i >= 0) & (i < self.nx) & (j >= 0) & (j < self.ny)
+        flat = i[inside] * self.ny + j[inside]
+        millimetres = np.rint(xyz[inside, 2] * 1000).astype(np.int64)
+        self.sums += np.bincount(flat, weights=millimetres, minlength=len(self.sums)).astype(np.int64)
+        self.counts += np.bincount(flat, minlength=len(self.counts))
+
+    def merge(self, other: "TerrainSums") -> None:
+        self.sums += other.sums
+        self.counts += other.counts
+
+    def around(self, x: float, y: float, radius: float) -> TerrainGrid:
+        """The mean height of the cells whose centre lies within `radius` of (x, y) (NaN
+        for the others and where no ground point fell), on a grid of the fixed cells
+        around (x, y): the same grid whatever bounds the sums cover."""
+        i = np.arange(int(np.floor((x - radius) / TERRAIN_CELL_M)), int(np.floor((x + radius) / TERRAIN_CELL_M)) + 1)
+        j = np.arange(int(np.floor((y - radius) / TERRAIN_CELL_M)), int(np.floor((y + radius) / TERRAIN_CELL_M)) + 1)
+        near = np.hypot((i[:, None] + 0.5) * TERRAIN_CELL_M - x, (j[None, :] + 0.5) * TERRAIN_CELL_M - y) <= radius
+        local_i, local_j = i - self.i0, j - self.j0
+        known = ((local_i >= 0) & (local_i < self.nx))[:, None] & ((local_j >= 0) & (local_j < self.ny))[None, :]
+        flat = np.clip(local_i, 0, self.nx - 1)[:, None] * self.ny + np.clip(local_j, 0, self.ny - 1)[None, :]
+        counts = np.where(known, self.counts[flat], 0)
+        filled = near & (counts > 0)
+        heights = np.full(near.shape, np.nan)
+        heights[filled] = self.sums[flat][filled] / counts[filled] / 1000.0
+        return TerrainGrid(float(i[0] * TERRAIN_CELL_M), float(j[0] * TERRAIN_CELL_M), TERRAIN_CELL_M, heights)
 
 
 def _declares_adjusted_gps_time(header: laspy.LasHeader) -> bool:
@@ -229,27 +331,3 @@ def _same_horizontal(crs: pyproj.CRS, other: str) -> bool:
         raise InputError(f"--crs {other}: not a CRS pyproj knows ({error})") from None
     other_horizontal = other_crs.sub_crs_list[0] if other_crs.is_compound else other_crs
     return horizontal.equals(other_horizontal)
-
-
-class _TerrainAccumulator:
-    """Mean ground height per coarse cell over the union of the sources' extents."""
-
-    def __init__(self, sources: Sequence[PointSource]) -> None:
-        bounds = np.array([s.bounds for s in sources])
-        self.x0, self.y0 = float(bounds[:, 0].min()), float(bounds[:, 1].min())
-        self.nx = max(1, int(np.ceil((bounds[:, 3].max() - self.x0) / TERRAIN_CELL_M)) + 1)
-        self.ny = max(1, int(np.ceil((bounds[:, 4].max() - self.y0) / TERRAIN_CELL_M)) + 1)
-        self.sums = np.zeros(self.nx * self.ny)
-        self.counts = np.zeros(self.nx * self.ny, dtype=np.int64)
-
-    def add(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
-        ix = np.clip(((x - self.x0) // TERRAIN_CELL_M).astype(np.int64), 0, self.nx - 1)
-        iy = np.clip(((y - self.y0) // TERRAIN_CELL_M).astype(np.int64), 0, self.ny - 1)
-        flat = ix * self.ny + iy
-        self.sums += np.bincount(flat, weights=z, minlength=len(self.sums))
-        self.counts += np.bincount(flat, minlength=len(self.counts))
-
-    def grid(self) -> TerrainGrid:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            heights = np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
-        return TerrainGrid(self.x0, self.y0, TERRAIN_CELL_M, heights.reshape(self.nx, self.ny))

@@ -56,7 +56,7 @@ def generate_sample(out_dir: str | Path, seed: int = DEFAULT_SEED) -> list[Path]
     scan = simulate_scan(buildings, trees, scan_rng)
     offsets = _footprint_offsets(buildings, footprint_rng)
     written = [
-        _write_laz(out_dir / "lidar.laz", scan),
+        write_scan_laz(out_dir / "lidar.laz", scan),
         _write_footprints(out_dir / "footprints.gpkg", buildings, offsets, footprint_rng),
         _write_communes(out_dir / "communes.gpkg"),
         *_write_truth(out_dir, buildings, trees, offsets, seed),
@@ -80,9 +80,11 @@ def _footprint_offsets(buildings: list[SceneBuilding], rng: np.random.Generator)
     return offsets
 
 
-def _write_laz(path: Path, scan) -> Path:
+def write_scan_laz(path: Path, scan, origin: tuple[float, float] = ORIGIN) -> Path:
+    """The scan as LAS 1.4 point format 6 in Lambert-93 + NGF-IGN69, its local
+    coordinates placed at `origin` (the sample district's by default)."""
     header = laspy.LasHeader(point_format=6, version="1.4")
-    header.offsets = np.array([ORIGIN[0], ORIGIN[1], 0.0])
+    header.offsets = np.array([origin[0], origin[1], 0.0])
     header.scales = np.array([0.01, 0.01, 0.01])
     header.add_crs(sample_crs())
     header.global_encoding.gps_time_type = laspy.header.GpsTimeType.STANDARD
@@ -90,8 +92,8 @@ def _write_laz(path: Path, scan) -> Path:
     header.generating_software = "twin sample"
     header.system_identifier = "twin simulated LiDAR HD-like scan"
     points = laspy.ScaleAwarePointRecord.zeros(len(scan.xyz), header=header)
-    points.x = scan.xyz[:, 0] + ORIGIN[0]
-    points.y = scan.xyz[:, 1] + ORIGIN[1]
+    points.x = scan.xyz[:, 0] + origin[0]
+    points.y = scan.xyz[:, 1] + origin[1]
     points.z = scan.xyz[:, 2]
     points.classification = scan.classification
     points.return_number = scan.return_number

@@ -62,12 +62,17 @@ _TERRAIN, _BUILDING, _TREE = 0, 1, 2
 
 
 def simulate_scan(
-    buildings: list[SceneBuilding], trees: list[Tree], rng: np.random.Generator, settings: ScanSettings = ScanSettings()
+    buildings: list[SceneBuilding],
+    trees: list[Tree],
+    rng: np.random.Generator,
+    settings: ScanSettings = ScanSettings(),
+    extent: tuple[float, float] = EXTENT,
 ) -> SimulatedScan:
-    scene, kinds, owners = _raycasting_scene(buildings, trees, settings.margin_m + 20)
+    """Scans the area from (0, 0) to `extent` (the sample district's by default)."""
+    scene, kinds, owners = _raycasting_scene(buildings, trees, settings.margin_m + 20, extent)
     parts = []
     for strip, strip_x in enumerate(settings.strip_x_m):
-        origins, directions, times = _pulses(strip, strip_x, rng, settings)
+        origins, directions, times = _pulses(strip, strip_x, rng, settings, extent)
         parts.append(_cast(scene, kinds, owners, origins, directions, times, strip + 1, rng, settings))
     scan = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     classification = _classify(scan, buildings, rng, settings)
@@ -83,7 +88,7 @@ def simulate_scan(
     )
 
 
-def _raycasting_scene(buildings: list[SceneBuilding], trees: list[Tree], margin: float):
+def _raycasting_scene(buildings: list[SceneBuilding], trees: list[Tree], margin: float, extent: tuple[float, float]):
     scene = o3d.t.geometry.RaycastingScene()
     kinds, owners = {}, {}
 
@@ -94,8 +99,8 @@ def _raycasting_scene(buildings: list[SceneBuilding], trees: list[Tree], margin:
         geometry_id = scene.add_triangles(mesh)
         kinds[geometry_id], owners[geometry_id] = kind, owner
 
-    xs = np.arange(-margin, EXTENT[0] + margin + 0.5, 1.0)
-    ys = np.arange(-margin, EXTENT[1] + margin + 0.5, 1.0)
+    xs = np.arange(-margin, extent[0] + margin + 0.5, 1.0)
+    ys = np.arange(-margin, extent[1] + margin + 0.5, 1.0)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     vertices = np.column_stack([gx.ravel(), gy.ravel(), terrain_height(gx, gy).ravel()])
     nx, ny = gx.shape
@@ -117,15 +122,15 @@ def _raycasting_scene(buildings: list[SceneBuilding], trees: list[Tree], margin:
     return scene, kinds, owners
 
 
-def _pulses(strip: int, strip_x: float, rng: np.random.Generator, settings: ScanSettings):
+def _pulses(strip: int, strip_x: float, rng: np.random.Generator, settings: ScanSettings, extent: tuple[float, float]):
     spacing = 1.0 / np.sqrt(settings.pulses_per_m2_per_strip)
     m = settings.margin_m
-    xs = np.arange(-m, EXTENT[0] + m, spacing)
-    ys = np.arange(-m, EXTENT[1] + m, spacing)
+    xs = np.arange(-m, extent[0] + m, spacing)
+    ys = np.arange(-m, extent[1] + m, spacing)
     gx, gy = np.meshgrid(xs, ys, indexing="xy")
     targets = np.column_stack([gx.ravel(), gy.ravel()]) + rng.uniform(-spacing / 2, spacing / 2, (gx.size, 2))
     target_z = terrain_height(targets[:, 0], targets[:, 1])
-    flight_z = float(terrain_height(EXTENT[0] / 2, EXTENT[1] / 2)) + settings.altitude_m
+    flight_z = float(terrain_height(extent[0] / 2, extent[1] / 2)) + settings.altitude_m
     origins = np.column_stack([np.full(len(targets), strip_x), targets[:, 1], np.full(len(targets), flight_z)])
     directions = np.column_stack([targets, target_z]) - origins
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
