@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 
 from reconstruction.triangulate import triangulate_solid, triangulate_surface
@@ -69,3 +69,22 @@ def mesh_of_cityjson_solid(boundaries, vertices: np.ndarray) -> trimesh.Trimesh:
         indices = np.concatenate([np.asarray(ring) for ring in rings])
         triangles.append(indices[local])
     return trimesh.Trimesh(vertices=vertices, faces=np.concatenate(triangles), process=False)
+
+
+TILES_SCHEMA_BASE = "https://schemas.3d-tiles.test/"
+
+
+def tiles_validator(schema_dir: Path, name: str = "tileset.schema.json") -> Draft202012Validator:
+    """A validator for one of the official 3D Tiles 1.1 JSON schemas (`name`, a path relative to
+    `schema_dir`), with every `$ref` resolved offline. The official files give bare file names
+    as `$id` and resolve references against their own folders, so each file is registered under
+    a URI that keeps its folder."""
+    resources = []
+    for path in sorted(schema_dir.rglob("*.schema.json")):
+        contents = json.loads(path.read_text())
+        uri = TILES_SCHEMA_BASE + path.relative_to(schema_dir).as_posix()
+        contents["$id"] = uri
+        resources.append((uri, Resource.from_contents(contents)))
+    registry = Registry().with_resources(resources)
+    schema = registry.contents(TILES_SCHEMA_BASE + name)
+    return Draft202012Validator(schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)

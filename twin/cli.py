@@ -57,6 +57,8 @@ Examples:
   twin build --points tile1.laz tile2.laz --footprints batiments.gpkg --id-field cleabs --out out/
   twin build --points tile.copc.laz --footprints bati.shp --format cityjsonseq --out out/
   twin build --points old.laz --crs EPSG:2154 --footprints bati.gpkg --out out/   (header without CRS)
+  twin build --points tile.laz --footprints bati.gpkg --communes communes.gpkg --format 3dtiles --out out/
+  twin build ... --format 3dtiles --format pointcloud-tiles --proj-data grids/ --tile-compression meshopt --out out/
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -65,12 +67,22 @@ Examples:
               help="Building footprints in any OGR format (GPKG, GeoJSON, Shapefile...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--format", "formats", multiple=True, default=("cityjson",), show_default=True,
-              help="Output format; repeat for several (cityjson, cityjsonseq).")
+              help="Output format; repeat for several (cityjson, cityjsonseq, 3dtiles, pointcloud-tiles).")
 @click.option("--id-field", help="Footprint field holding unique building ids (default: cleabs, id... or the feature id).")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
 @click.option("--communes", type=click.Path(path_type=Path),
               help="Commune polygons (any OGR format); each building gets the code of its commune.")
 @click.option("--commune-field", help="Field of the commune file holding the INSEE code (default: code_insee, insee_com...).")
+@click.option("--outside-communes", type=click.Choice(["unassigned", "refuse"]), default="unassigned", show_default=True,
+              help="Buildings outside every commune: keep them (3D Tiles: tiles/unassigned/) or stop the run.")
+@click.option("--proj-data", "proj_data", multiple=True, type=click.Path(path_type=Path),
+              help="Folder of PROJ grid files, e.g. the geoid grid fr_ign_RAF20.tif (also: $TWIN_PROJ_DATA).")
+@click.option("--allow-approximate-heights", is_flag=True,
+              help="3D Tiles without the geoid grid: altitudes used as ellipsoidal heights (tens of metres off; recorded).")
+@click.option("--tile-compression", type=click.Choice(["none", "quantize", "meshopt"]), default="none", show_default=True,
+              help="3D Tiles geometry: quantize (KHR_mesh_quantization) or meshopt (quantized + EXT_meshopt_compression).")
+@click.option("--tile-max-buildings", type=int, default=400, show_default=True,
+              help="3D Tiles: a quadtree cell with more buildings than this splits into four.")
 @click.option("--crs", help="CRS of the points when their header has none, e.g. EPSG:2154.")
 @click.option("--vertical-crs", help="Vertical CRS of the point heights when the CRS has none, e.g. EPSG:5720.")
 @click.option("--building-class", "building_classes", multiple=True, type=int,
@@ -82,7 +94,8 @@ Examples:
 @click.option("--step-height", type=float, default=3.0, show_default=True,
               help="LOD1.3 splits a building where its roof steps by at least this many metres.")
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
-def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
+def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, outside_communes, proj_data,
+          allow_approximate_heights, tile_compression, tile_max_buildings, crs, vertical_crs,
           building_classes, ground_classes, roof_percentile, step_height, more_points) -> None:
     """Build LOD1.2 and LOD1.3 buildings from point clouds and footprints.
 
@@ -90,7 +103,8 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
     --format cityjsonseq), summary.json (every building's status and reason) and
     metadata.json (inputs, CRS, parameters) into the output folder.
     """
-    from twin.config import BuildConfig, ClassMapping, Lod1Config
+    from twin.config import BuildConfig, ClassMapping, Lod1Config, TilesConfig
+    from twin.heights import add_proj_data_dirs
     from twin.pipeline import build as run_build
     from twin.report import status_counts
 
@@ -99,16 +113,23 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         classes = ClassMapping(
             building=tuple(building_classes) or defaults.building, ground=tuple(ground_classes) or defaults.ground
         )
-        return BuildConfig(classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height))
+        tiles = TilesConfig(
+            max_features_per_tile=tile_max_buildings, compression=tile_compression,
+            allow_approximate_heights=allow_approximate_heights,
+        )
+        return BuildConfig(
+            classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height), tiles=tiles
+        )
 
     def run():
         config = configure()
+        add_proj_data_dirs(proj_data)
         progress = _RichProgress()
         try:
             return run_build(
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
-                communes=communes, commune_field=commune_field, progress=progress,
+                communes=communes, commune_field=commune_field, outside_communes=outside_communes, progress=progress,
             )
         finally:
             progress.close()
@@ -130,6 +151,34 @@ def sample(out_dir: Path, seed: int | None) -> None:
     written = _checked(lambda: generate_sample(out_dir, DEFAULT_SEED if seed is None else seed))
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+@main.command(epilog="\b\nExamples:\n  twin serve out/\n  twin serve out/ --port 8080 --no-open")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default serves this machine only.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--open/--no-open", "open_browser", default=True, show_default=True, help="Open the viewer in a web browser.")
+def serve(out_dir: Path, host: str, port: int, open_browser: bool) -> None:
+    """Show the 3D Tiles of an output folder in a local CesiumJS viewer (works offline).
+
+    Serves only OUT_DIR's files, the viewer page and CesiumJS (installed by setup.sh).
+    Click a building to see its id and attributes. Stop with Ctrl+C.
+    """
+    from twin.serve import ViewerServer
+
+    server = _checked(lambda: ViewerServer(out_dir, host, port))
+    console.print(f"viewer of {out_dir}/ at {server.url} (Ctrl+C to stop)", highlight=False)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
 
 
 def _print_summary(model, counts: dict[str, int]) -> None:

@@ -22,13 +22,14 @@ from reconstruction.crop import build_grid_index, indices_in_polygon
 from twin.config import BuildConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
-from twin.inputs.communes import read_communes
+from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import KeepMask, open_sources, read_points
 from twin.model import Building, CityModel, PointCloud, Status, TerrainGrid
 from twin.report import write_run_records
 
 DEFAULT_FORMATS = ("cityjson",)
+OUTSIDE_COMMUNES = ("unassigned", "refuse")
 
 
 def software_version() -> str:
@@ -60,13 +61,18 @@ def build(
     layer: str | None = None,
     communes: str | Path | None = None,
     commune_field: str | None = None,
+    outside_communes: str = "unassigned",
     progress: Progress | None = None,
 ) -> CityModel:
     """Builds LOD1.2 and LOD1.3 buildings; writes `formats` into `out_dir` when given.
 
     With `communes` (an OGR file of commune polygons), each building gets the `commune`
-    attribute: the code of the commune holding its footprint's centroid.
+    attribute: the code of the commune holding its footprint's centroid. Buildings outside
+    every commune keep an empty commune (`outside_communes="unassigned"`) or stop the run
+    before anything is written (`"refuse"`).
     """
+    if outside_communes not in OUTSIDE_COMMUNES:
+        raise ValueError(f"outside_communes must be one of {', '.join(OUTSIDE_COMMUNES)}")
     progress = progress or Progress()
     chosen_exporters = [exporters.get(name) for name in dict.fromkeys(formats)]
     if out_dir is not None:
@@ -79,6 +85,11 @@ def build(
     commune_set = read_communes(communes, commune_field) if communes is not None else None
     if commune_set is not None:
         notes += _check_crs(commune_set.path, commune_set.crs, model_crs)
+        if outside_communes == "refuse":
+            _refuse_outside_communes(commune_set, footprint_set)
+    for exporter in chosen_exporters:
+        if exporter.check is not None:
+            notes += exporter.check(model_crs, config)
 
     coverage = shapely.union_all([s.footprint() for s in sources])
     covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
@@ -100,6 +111,7 @@ def build(
     if commune_set is not None:
         codes = commune_set.assign([b.footprint for b in buildings])
         buildings = [replace(b, attributes={**b.attributes, "commune": code}) for b, code in zip(buildings, codes)]
+        notes += _commune_notes(commune_set, buildings)
 
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
     if commune_set is not None:
@@ -107,7 +119,7 @@ def build(
     model = CityModel(tuple(buildings), model_crs, metadata, commune_set.communes if commune_set else ())
     if out_dir is not None:
         for exporter in chosen_exporters:
-            exporter.write(model, out_dir)
+            exporter.export(model, out_dir, config)
         write_run_records(model, out_dir)
     return model
 
@@ -156,6 +168,33 @@ def _reconstruct_all(
             {"status": str(Status.FAILED), "reason": reason},
         )
         progress.advance()
+
+
+def _refuse_outside_communes(commune_set: CommuneSet, footprint_set: FootprintSet) -> None:
+    codes = commune_set.assign([f.polygon for f in footprint_set.footprints])
+    outside = [f.id for f, code in zip(footprint_set.footprints, codes) if code is None]
+    if outside:
+        raise InputError(
+            f"{footprint_set.path}: {len(outside)} footprints lie outside every commune of {commune_set.path} "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); extend the commune file, remove them, "
+            "or pass --outside-communes unassigned to keep them without a commune"
+        )
+
+
+def _commune_notes(commune_set: CommuneSet, buildings: list[Building]) -> list[str]:
+    outside = [b.id for b in buildings if b.attributes["commune"] is None and not b.footprint.is_empty]
+    held = {b.attributes["commune"] for b in buildings}
+    notes = [
+        f"commune {c.code} ({c.name or 'no name'}) of {commune_set.path} holds no building"
+        for c in commune_set.communes
+        if c.code not in held
+    ]
+    if outside:
+        notes.append(
+            f"{len(outside)} buildings lie outside every commune of {commune_set.path} "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); their commune is empty"
+        )
+    return notes
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:
