@@ -9,19 +9,25 @@ CRS for every file, so that a LAS header naming only Lambert-93 cannot drop the 
 
 py3dtiles runs in a child Python process: its worker processes are forked, and a parent
 that has already decompressed LAZ with lazrs' thread pool (as a build has) leaves them
-deadlocked. Its output is then made deterministic: a fixed seed for the preview's random
-sample, and the tileset's creation time replaced by the run's provenance and metadata.
+deadlocked. Its output is then made deterministic (a fixed seed for the preview's random
+sample; the tileset's creation time replaced by the run's provenance and metadata) and
+corrected where py3dtiles 12 departs from glTF: its points are written in the tiles' z-up
+axes, so each node gets the rotation that puts them in glTF's y-up axes (which 3D Tiles
+turns back to z-up), and the positions' min/max, rounded off by py3dtiles, are recomputed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pygltflib
 import pyproj
 
 from exporters import register
@@ -84,6 +90,8 @@ def write_pointcloud_tiles(model: CityModel, out_dir: Path, config: BuildConfig)
         if result.returncode != 0:
             detail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["no message"]
             raise TwinError(f"py3dtiles could not convert the points into a point cloud layer: {detail[0]}")
+        for path in sorted(folder.rglob("*.glb")):
+            _to_gltf_axes(path)
         tileset_path = folder / TILESET_FILE
         tileset = json.loads(tileset_path.read_text())
         tileset["asset"] = {"version": "1.1", "tilesetVersion": str(model.metadata.get("identifier") or "0")}
@@ -98,6 +106,26 @@ def write_pointcloud_tiles(model: CityModel, out_dir: Path, config: BuildConfig)
         tileset_path.write_text(json.dumps(tileset, separators=(",", ":")), encoding="utf-8")
         written = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
     return [target / p for p in written]
+
+
+Z_UP_TO_Y_UP = [-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)]  # -90 degrees about x: (x, y, z) -> (x, z, -y)
+
+
+def _to_gltf_axes(path: Path) -> None:
+    document = pygltflib.GLTF2().load_binary(str(path))
+    blob = document.binary_blob()
+    for node in document.nodes:
+        if node.mesh is not None and node.matrix is None and node.rotation is None:
+            node.rotation = Z_UP_TO_Y_UP
+    for mesh in document.meshes:
+        for primitive in mesh.primitives:
+            accessor = document.accessors[primitive.attributes.POSITION]
+            view = document.bufferViews[accessor.bufferView]
+            assert accessor.componentType == pygltflib.FLOAT and view.byteStride in (None, 12), "py3dtiles' layout changed"
+            start = (view.byteOffset or 0) + (accessor.byteOffset or 0)
+            positions = np.frombuffer(blob, np.float32, accessor.count * 3, start).reshape(-1, 3)
+            accessor.min, accessor.max = positions.min(axis=0).tolist(), positions.max(axis=0).tolist()
+    path.write_bytes(b"".join(document.save_to_bytes()))
 
 
 def _convert(request: dict[str, Any]) -> None:

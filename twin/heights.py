@@ -114,9 +114,7 @@ class HeightTransform:
 
     def geodetic(self, xyz: np.ndarray) -> np.ndarray:
         """(n, 3) longitude and latitude in degrees and ellipsoidal height in metres."""
-        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-        lon, lat, h = self.transformer.transform(xyz[:, 0], xyz[:, 1], xyz[:, 2], errcheck=True)
-        return np.column_stack([lon, lat, h])
+        return _transform(self.transformer, xyz)
 
     def ecef(self, xyz: np.ndarray) -> np.ndarray:
         """(n, 3) WGS84 earth-centred, earth-fixed coordinates in metres."""
@@ -129,15 +127,20 @@ _FROM_ECEF = Transformer.from_crs(GEOCENTRIC, GEOGRAPHIC_3D, always_xy=True)
 
 def geodetic_to_ecef(lon_lat_h: np.ndarray) -> np.ndarray:
     """WGS84 longitude/latitude (degrees)/height to ECEF: a conversion, exact without any grid."""
-    values = np.asarray(lon_lat_h, dtype=np.float64).reshape(-1, 3)
-    x, y, z = _TO_ECEF.transform(values[:, 0], values[:, 1], values[:, 2], errcheck=True)
-    return np.column_stack([x, y, z])
+    return _transform(_TO_ECEF, lon_lat_h)
 
 
 def ecef_to_geodetic(xyz: np.ndarray) -> np.ndarray:
+    return _transform(_FROM_ECEF, xyz)
+
+
+def _transform(transformer: Transformer, xyz: np.ndarray) -> np.ndarray:
     values = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    lon, lat, h = _FROM_ECEF.transform(values[:, 0], values[:, 1], values[:, 2], errcheck=True)
-    return np.column_stack([lon, lat, h])
+    count = len(values)
+    if count == 1:  # pyproj takes 1-element arrays through its deprecated scalar path
+        values = np.repeat(values, 2, axis=0)
+    a, b, c = transformer.transform(values[:, 0], values[:, 1], values[:, 2], errcheck=True)
+    return np.column_stack([a, b, c])[:count]
 
 
 def _needs_geoid(crs: pyproj.CRS) -> bool:
