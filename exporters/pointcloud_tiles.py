@@ -53,6 +53,7 @@ POINTCLOUD_SCHEMA = {
                 "sourceCrs": {"type": "STRING", "description": "CRS of the source coordinates and altitudes"},
                 "geoidGrids": {"type": "STRING", "array": True},
                 "approximateHeights": {"type": "BOOLEAN"},
+                "coloured": {"type": "BOOLEAN", "description": "Whether the points carry their RGB colours"},
             },
         }
     },
@@ -91,7 +92,7 @@ def write_pointcloud_tiles(model: CityModel, out_dir: Path, config: BuildConfig)
             detail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["no message"]
             raise TwinError(f"py3dtiles could not convert the points into a point cloud layer: {detail[0]}")
         for path in sorted(folder.rglob("*.glb")):
-            _to_gltf_axes(path)
+            _valid_gltf(path)
         tileset_path = folder / TILESET_FILE
         tileset = json.loads(tileset_path.read_text())
         tileset["asset"] = {"version": "1.1", "tilesetVersion": str(model.metadata.get("identifier") or "0")}
@@ -102,30 +103,69 @@ def write_pointcloud_tiles(model: CityModel, out_dir: Path, config: BuildConfig)
             "sourceCrs": crs_uri(model.crs),
             "geoidGrids": list(heights.grids),
             "approximateHeights": heights.approximate,
+            "coloured": any(p.attributes.COLOR_0 is not None for p in _primitives(folder)),
         }}
         tileset_path.write_text(json.dumps(tileset, separators=(",", ":")), encoding="utf-8")
         written = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
     return [target / p for p in written]
 
 
+def _primitives(folder: Path):
+    for path in sorted(folder.rglob("*.glb")):
+        for mesh in pygltflib.GLTF2().load_binary(str(path)).meshes:
+            yield from mesh.primitives
+
+
 Z_UP_TO_Y_UP = [-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)]  # -90 degrees about x: (x, y, z) -> (x, z, -y)
 
 
-def _to_gltf_axes(path: Path) -> None:
+def _valid_gltf(path: Path) -> None:
+    """Rewrites one of py3dtiles' point glTFs as valid glTF: the node turned to y-up axes, positions'
+    min/max recomputed, and colours (py3dtiles: unaligned, unnormalized bytes) as normalized RGBA bytes."""
     document = pygltflib.GLTF2().load_binary(str(path))
     blob = document.binary_blob()
-    for node in document.nodes:
-        if node.mesh is not None and node.matrix is None and node.rotation is None:
-            node.rotation = Z_UP_TO_Y_UP
-    for mesh in document.meshes:
-        for primitive in mesh.primitives:
-            accessor = document.accessors[primitive.attributes.POSITION]
-            view = document.bufferViews[accessor.bufferView]
-            assert accessor.componentType == pygltflib.FLOAT and view.byteStride in (None, 12), "py3dtiles' layout changed"
-            start = (view.byteOffset or 0) + (accessor.byteOffset or 0)
-            positions = np.frombuffer(blob, np.float32, accessor.count * 3, start).reshape(-1, 3)
-            accessor.min, accessor.max = positions.min(axis=0).tolist(), positions.max(axis=0).tolist()
-    path.write_bytes(b"".join(document.save_to_bytes()))
+    binary = bytearray()
+    accessors, views, primitives = [], [], []
+
+    def add(array: np.ndarray, component: int, kind: str, normalized: bool) -> int:
+        views.append(pygltflib.BufferView(buffer=0, byteOffset=len(binary), byteLength=array.nbytes, target=pygltflib.ARRAY_BUFFER))
+        binary.extend(array.tobytes())
+        accessor = pygltflib.Accessor(
+            bufferView=len(views) - 1, componentType=component, count=len(array), type=kind, normalized=normalized or None
+        )
+        if kind == pygltflib.VEC3 and component == pygltflib.FLOAT:
+            accessor.min, accessor.max = array.min(axis=0).tolist(), array.max(axis=0).tolist()
+        accessors.append(accessor)
+        return len(accessors) - 1
+
+    for primitive in document.meshes[0].primitives:
+        positions = _read(document, blob, primitive.attributes.POSITION, np.float32)
+        attributes = pygltflib.Attributes(POSITION=add(positions, pygltflib.FLOAT, pygltflib.VEC3, False))
+        if primitive.attributes.COLOR_0 is not None:
+            rgb = _read(document, blob, primitive.attributes.COLOR_0, np.uint8)
+            rgba = np.column_stack([rgb, np.full(len(rgb), 255, np.uint8)])
+            attributes.COLOR_0 = add(rgba, pygltflib.UNSIGNED_BYTE, pygltflib.VEC4, True)
+        primitives.append(pygltflib.Primitive(attributes=attributes, mode=pygltflib.POINTS, material=primitive.material))
+    fixed = pygltflib.GLTF2(
+        asset=pygltflib.Asset(version="2.0", generator="py3dtiles, axes and colours adjusted by twin"),
+        scene=0, scenes=[pygltflib.Scene(nodes=[0])],
+        nodes=[pygltflib.Node(mesh=0, rotation=Z_UP_TO_Y_UP)],
+        meshes=[pygltflib.Mesh(primitives=primitives)],
+        materials=document.materials, accessors=accessors, bufferViews=views,
+        buffers=[pygltflib.Buffer(byteLength=len(binary))],
+    )
+    fixed.set_binary_blob(bytes(binary))
+    path.write_bytes(b"".join(fixed.save_to_bytes()))
+
+
+def _read(document: pygltflib.GLTF2, blob: bytes, index: int, dtype) -> np.ndarray:
+    accessor = document.accessors[index]
+    view = document.bufferViews[accessor.bufferView]
+    if np.dtype(dtype) != np.dtype({pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_BYTE: np.uint8}[accessor.componentType]) \
+            or accessor.type != pygltflib.VEC3 or view.byteStride not in (None, 3 * np.dtype(dtype).itemsize):
+        raise TwinError(f"{document.asset.generator} wrote points in a layout twin does not know; please report it")
+    start = (view.byteOffset or 0) + (accessor.byteOffset or 0)
+    return np.frombuffer(blob, dtype, accessor.count * 3, start).reshape(-1, 3)
 
 
 def _convert(request: dict[str, Any]) -> None:

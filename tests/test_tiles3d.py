@@ -19,6 +19,7 @@ import shapely
 from scipy.spatial import cKDTree
 
 import twin
+from exporters.pointcloud_tiles import write_pointcloud_tiles
 from exporters.tiles3d import write_3dtiles
 from exporters.tiles3d.metadata import building_properties
 from exporters.tiles3d.tiling import quadtree
@@ -528,3 +529,17 @@ def test_point_cloud_glbs_pass_the_khronos_validator(tiles_build):
     assert paths
     for path, report in run_node("validate_gltf.mjs", *paths).items():
         assert report["errors"] == 0, (path, report["messages"])
+
+
+def test_coloured_point_cloud_is_valid_gltf(shared_data, proj_data, tmp_path):
+    """IGN LiDAR HD points with RGB: py3dtiles' colours rewritten as valid glTF colours."""
+    source = shared_data / "lidarhd/montpellier/test_data_77050_627755_LA93_IGN69.laz"
+    model = CityModel((), pyproj.CRS("EPSG:5698"), {"inputs": {"points": [{"path": str(source), "point_count": 73355}]}})
+    written = write_pointcloud_tiles(model, tmp_path, BuildConfig())
+    tileset = json.loads((tmp_path / "pointcloud/tileset.json").read_text())
+    assert tileset["metadata"]["properties"]["coloured"] is True
+    glbs = [p for p in written if p.suffix == ".glb"]
+    for path, report in run_node("validate_gltf.mjs", *glbs).items():
+        assert report["errors"] == 0 and report["warnings"] == 0, (path, report["messages"])
+    document, views = load_glb(glbs[0])
+    assert document.accessors[document.meshes[0].primitives[0].attributes.COLOR_0].normalized

@@ -59,8 +59,10 @@ function showBuilding(feature) {
 }
 
 new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas).setInputAction((click) => {
-  const picked = viewer.scene.pick(click.position);
-  showBuilding(picked instanceof Cesium.Cesium3DTileFeature ? picked : undefined);
+  // The first building under the cursor, looking through the point cloud's points if they are on top.
+  const building = viewer.scene.drillPick(click.position, 8).find(
+    (picked) => picked instanceof Cesium.Cesium3DTileFeature && picked.getProperty("id") !== undefined);
+  showBuilding(building);
 }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
 
 function addLayerToggle(layer, tileset) {
@@ -79,7 +81,11 @@ async function loadLayers() {
   const layers = await (await fetch("/layers.json")).json();
   for (const layer of layers) {
     const tileset = await Cesium.Cesium3DTileset.fromUrl(layer.url);
-    if (layer.kind === "pointcloud") tileset.style = new Cesium.Cesium3DTileStyle({ pointSize: 2 });
+    if (layer.kind === "pointcloud") {
+      const coloured = tileset.metadata && tileset.metadata.getProperty("coloured");
+      tileset.style = new Cesium.Cesium3DTileStyle(coloured ? { pointSize: 2 } : { pointSize: 2, color: "color('#5c7d99')" });
+      tileset.pointCloudShading.attenuation = true;
+    }
     viewer.scene.primitives.add(tileset);
     tilesets[layer.kind] = tileset;
     addLayerToggle(layer, tileset);
