@@ -32,6 +32,7 @@ import pyproj
 
 from exporters import register
 from exporters.atomic import atomic_folder
+from exporters.tiles3d import check_heights
 from twin.config import BuildConfig
 from twin.errors import TwinError
 from twin.geodesy import crs_uri
@@ -58,10 +59,6 @@ POINTCLOUD_SCHEMA = {
         }
     },
 }
-
-
-def check_heights(crs: pyproj.CRS, config: BuildConfig) -> list[str]:
-    return list(HeightTransform.for_crs(crs, config.tiles.allow_approximate_heights).notes)
 
 
 @register(

@@ -115,6 +115,7 @@ def test_approximate_heights_only_when_asked_and_recorded(tmp_path, validators_d
     assert result.returncode == 0, result.stderr
     assert "approximate heights" in result.stderr
     root = json.loads((out / "tiles/tileset.json").read_text())
+    assert [c["content"]["uri"] for c in root["root"]["children"]] == ["all/tileset.json"]  # no --communes
     assert root["metadata"]["properties"]["approximateHeights"] is True
     assert "geoidGrids" not in root["metadata"]["properties"]
     assert schema_errors(tiles_validator(validators_dir / "3d-tiles-1.1"), root) == []
