@@ -207,7 +207,7 @@ def commune_groups(model: CityModel) -> tuple[list[Group], list[str]]:
 def _group_root(
     group: Group, properties: Sequence[Property], heights: HeightTransform, config: TilesConfig, folder: Path
 ) -> dict[str, Any]:
-    anchors = np.array([_anchor(b.footprint, b) for b in group.buildings])
+    anchors = np.array([_anchor(b) for b in group.buildings])
     weights = np.array([_vertex_count(b) for b in group.buildings], dtype=np.float64)
     tree = quadtree(anchors, weights, config.max_features_per_tile, config.max_vertices_per_tile)
     (folder / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
@@ -287,9 +287,10 @@ def _lod_error(lod: str) -> float:
     return {0: 32.0, 1: 16.0, 2: 4.0}.get(int(float(lod)), 1.0)
 
 
-def _anchor(footprint: shapely.Polygon, building: Building) -> tuple[float, float]:
+def _anchor(building: Building) -> tuple[float, float]:
     """A point inside the footprint: its centroid, or for shapes such as a U its representative point
     (the rule that assigns buildings to communes); the first vertex for a building without footprint."""
+    footprint = building.footprint
     if footprint.is_empty:
         first = building.solids(building.available_lods()[0])[0].vertices()[0]
         return float(first[0]), float(first[1])

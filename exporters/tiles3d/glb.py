@@ -23,7 +23,6 @@ EXT_meshopt_compression fallback buffer and the 8-byte alignment of FLOAT64 colu
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -61,10 +60,6 @@ class TileMesh:
     triangles: tuple[np.ndarray, ...]  # per kind: (t, 3) vertex indices
     geodetic_min: np.ndarray  # longitude, latitude (degrees), height (m)
     geodetic_max: np.ndarray
-
-    @property
-    def vertex_count(self) -> int:
-        return sum(len(v) for v in self.ecef)
 
 
 def tile_mesh(buildings: Sequence[Sequence[Solid]], heights: HeightTransform) -> TileMesh:
@@ -323,15 +318,3 @@ def _glb(json_chunk: bytes, binary_chunk: bytes) -> bytes:
         struct.pack("<I4s", len(json_chunk), b"JSON"), json_chunk,
         struct.pack("<I4s", len(binary_chunk), b"BIN\0"), binary_chunk,
     ])
-
-
-def read_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """The JSON document and binary chunk of a .glb (for tests and tools)."""
-    magic, version, _ = struct.unpack_from("<4sII", data, 0)
-    if magic != b"glTF" or version != 2:
-        raise ValueError("not a glTF 2.0 binary file")
-    json_length, _ = struct.unpack_from("<I4s", data, 12)
-    document = json.loads(data[20:20 + json_length])
-    binary_length, _ = struct.unpack_from("<I4s", data, 20 + json_length)
-    start = 28 + json_length
-    return document, data[start:start + binary_length]
