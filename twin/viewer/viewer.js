@@ -82,7 +82,8 @@ async function loadLayers() {
   for (const layer of layers) {
     const tileset = await Cesium.Cesium3DTileset.fromUrl(layer.url);
     if (layer.kind === "pointcloud") {
-      const coloured = tileset.metadata && tileset.metadata.getProperty("coloured");
+      const metadata = tileset.metadata;
+      const coloured = metadata && metadata.hasProperty("coloured") && metadata.getProperty("coloured");
       tileset.style = new Cesium.Cesium3DTileStyle(coloured ? { pointSize: 2 } : { pointSize: 2, color: "color('#5c7d99')" });
       tileset.pointCloudShading.attenuation = true;
     }
