@@ -2,6 +2,9 @@
 
 An exporter writes a `CityModel` into an output folder and returns the files it wrote;
 every file appears under its final name only once complete (see `exporters.atomic`).
+Exporters with settings (`uses_config`) also receive the run's `BuildConfig`; those that
+depend on the machine or the CRS (grids, for instance) give a `check` that the run calls
+as soon as the CRS is known, so that they fail before the long part of a run.
 """
 
 from __future__ import annotations
@@ -11,10 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pyproj
+
+from twin.config import BuildConfig
 from twin.errors import TwinError
 from twin.model import CityModel
 
-_MODULES = ("exporters.cityjson", "exporters.citygml", "exporters.gpkg", "exporters.obj", "exporters.report_html")
+_MODULES = (
+    "exporters.cityjson",
+    "exporters.citygml",
+    "exporters.gpkg",
+    "exporters.obj",
+    "exporters.report_html",
+    "exporters.tiles3d",
+    "exporters.pointcloud_tiles",
+)
 _REGISTRY: dict[str, "Exporter"] = {}
 
 
@@ -22,14 +36,25 @@ _REGISTRY: dict[str, "Exporter"] = {}
 class Exporter:
     name: str
     description: str
-    write: Callable[[CityModel, Path], list[Path]]
+    write: Callable[..., list[Path]]
+    uses_config: bool = False
+    check: Callable[[pyproj.CRS, BuildConfig], list[str]] | None = None
+    """Raises a TwinError when this exporter cannot write data in that CRS here; returns notes."""
+
+    def export(self, model: CityModel, out_dir: Path, config: BuildConfig) -> list[Path]:
+        return self.write(model, out_dir, config) if self.uses_config else self.write(model, out_dir)
 
 
-def register(name: str, description: str):
-    def decorator(write: Callable[[CityModel, Path], list[Path]]):
+def register(
+    name: str,
+    description: str,
+    uses_config: bool = False,
+    check: Callable[[pyproj.CRS, BuildConfig], list[str]] | None = None,
+):
+    def decorator(write: Callable[..., list[Path]]):
         if name in _REGISTRY:
             raise RuntimeError(f"two exporters are registered as {name!r}")
-        _REGISTRY[name] = Exporter(name, description, write)
+        _REGISTRY[name] = Exporter(name, description, write, uses_config, check)
         return write
 
     return decorator

@@ -65,3 +65,32 @@ def sample_build_communes(tmp_path_factory):
         formats=("cityjson", "citygml3", "citygml2"),
     )
     return model, out
+
+
+@pytest.fixture(scope="session")
+def proj_data(shared_data) -> Path:
+    """The shared geoid grids (fr_ign_RAF20.tif...), added to PROJ's search path as --proj-data does."""
+    from twin.heights import add_proj_data_dirs
+
+    folder = shared_data / "proj"
+    add_proj_data_dirs([folder])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiles_build(tmp_path_factory, proj_data):
+    """The sample district with its communes built once into 3D Tiles and the point-cloud layer, with
+    a small tile budget so that the quadtree splits: (model, output folder)."""
+    import twin
+    from twin.config import BuildConfig, TilesConfig
+
+    out = tmp_path_factory.mktemp("tiles_build")
+    model = twin.build(
+        points=[SAMPLE / "lidar.laz"],
+        footprints=SAMPLE / "footprints.gpkg",
+        communes=SAMPLE / "communes.gpkg",
+        out_dir=out,
+        formats=("3dtiles", "pointcloud-tiles"),
+        config=BuildConfig(tiles=TilesConfig(max_features_per_tile=4)),
+    )
+    return model, out

@@ -123,6 +123,8 @@ Examples:
   twin build --points campus.laz --out out/   (no footprints: outlines from the building points)
   twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --work-dir work/ --workers 8   (resumable)
   twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --scheduler tcp://host:8786   (Dask)
+  twin build --points tile.laz --footprints bati.gpkg --communes communes.gpkg --format 3dtiles --out out/
+  twin build ... --format 3dtiles --format pointcloud-tiles --proj-data grids/ --tile-compression meshopt --out out/
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -132,12 +134,23 @@ Examples:
                    "without it, outlines are derived from the building points.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--format", "formats", multiple=True, default=("cityjson",), show_default=True,
-              help="Output format; repeat for several (cityjson, cityjsonseq, citygml3, citygml2, gpkg, obj, report).")
+              help="Output format; repeat for several (cityjson, cityjsonseq, citygml3, citygml2, gpkg, obj, report, "
+                   "3dtiles, pointcloud-tiles).")
 @click.option("--id-field", help="Footprint field holding unique building ids (default: cleabs, id... or the feature id).")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
 @click.option("--communes", type=click.Path(path_type=Path),
               help="Commune polygons (any OGR format); each building gets the code of its commune.")
 @click.option("--commune-field", help="Field of the commune file holding the INSEE code (default: code_insee, insee_com...).")
+@click.option("--outside-communes", type=click.Choice(["unassigned", "refuse"]), default="unassigned", show_default=True,
+              help="Buildings outside every commune: keep them (3D Tiles: tiles/unassigned/) or stop the run.")
+@click.option("--proj-data", "proj_data", multiple=True, type=click.Path(path_type=Path),
+              help="Folder of PROJ grid files, e.g. the geoid grid fr_ign_RAF20.tif (also: $TWIN_PROJ_DATA).")
+@click.option("--allow-approximate-heights", is_flag=True,
+              help="3D Tiles without the geoid grid: altitudes used as ellipsoidal heights (tens of metres off; recorded).")
+@click.option("--tile-compression", type=click.Choice(["none", "quantize", "meshopt"]), default="none", show_default=True,
+              help="3D Tiles geometry: quantize (KHR_mesh_quantization) or meshopt (quantized + EXT_meshopt_compression).")
+@click.option("--tile-max-buildings", type=int, default=400, show_default=True,
+              help="3D Tiles: a quadtree cell with more buildings than this splits into four.")
 @click.option("--crs", help="CRS of the points when their header has none, e.g. EPSG:2154.")
 @click.option("--vertical-crs", help="Vertical CRS of the point heights when the CRS has none, e.g. EPSG:5720.")
 @click.option("--building-class", "building_classes", multiple=True, type=int,
@@ -155,7 +168,8 @@ Examples:
               help="Side in metres of the square units of work (1000: the LiDAR HD tiles).")
 @_execution_options
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
-def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, crs, vertical_crs,
+def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, outside_communes, proj_data,
+          allow_approximate_heights, tile_compression, tile_max_buildings, crs, vertical_crs,
           building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, workers, scheduler,
           unit_size, verbose, more_points) -> None:
     """Build LOD1.2, LOD1.3 and LOD2.2 buildings from point clouds and footprints.
@@ -164,7 +178,8 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
     --format cityjsonseq), summary.json (every building's status and reason) and
     metadata.json (inputs, CRS, parameters) into the output folder.
     """
-    from twin.config import BuildConfig, ClassMapping, Lod1Config
+    from twin.config import BuildConfig, ClassMapping, Lod1Config, TilesConfig
+    from twin.heights import add_proj_data_dirs
     from twin.pipeline import build as run_build
     from twin.report import status_counts
 
@@ -173,7 +188,13 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         classes = ClassMapping(
             building=tuple(building_classes) or defaults.building, ground=tuple(ground_classes) or defaults.ground
         )
-        return BuildConfig(classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height))
+        tiles = TilesConfig(
+            max_features_per_tile=tile_max_buildings, compression=tile_compression,
+            allow_approximate_heights=allow_approximate_heights,
+        )
+        return BuildConfig(
+            classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height), tiles=tiles
+        )
 
     progress = _RichProgress(verbose)
 
@@ -183,12 +204,13 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
         config = configure()
         execution = Execution(workers=workers, scheduler=scheduler, work_dir=work_dir, unit_size_m=unit_size)
         _setup_logging(verbose)
+        add_proj_data_dirs(proj_data)
         try:
             return run_build(
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
-                communes=communes, commune_field=commune_field, progress=progress, execution=execution,
-                per_commune=per_commune,
+                communes=communes, commune_field=commune_field, outside_communes=outside_communes,
+                progress=progress, execution=execution, per_commune=per_commune,
             )
         finally:
             progress.close()
@@ -395,6 +417,34 @@ def _print_outcome(model, counts: dict[str, int], progress: _RichProgress, out_d
             soft_wrap=True,
         )
         sys.exit(1)
+
+
+@main.command(epilog="\b\nExamples:\n  twin serve out/\n  twin serve out/ --port 8080 --no-open")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default serves this machine only.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--open/--no-open", "open_browser", default=True, show_default=True, help="Open the viewer in a web browser.")
+def serve(out_dir: Path, host: str, port: int, open_browser: bool) -> None:
+    """Show the 3D Tiles of an output folder in a local CesiumJS viewer (works offline).
+
+    Serves only OUT_DIR's files, the viewer page and CesiumJS (installed by setup.sh).
+    Click a building to see its id and attributes. Stop with Ctrl+C.
+    """
+    from twin.serve import ViewerServer
+
+    server = _checked(lambda: ViewerServer(out_dir, host, port))
+    console.print(f"viewer of {out_dir}/ at {server.url} (Ctrl+C to stop)", highlight=False)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
 
 
 def _print_summary(model, counts: dict[str, int]) -> None:

@@ -84,6 +84,35 @@ class Lod1Config:
         _require(self.min_part_area_m2 >= 0, "minimum part area cannot be negative")
 
 
+TILE_COMPRESSIONS = ("none", "quantize", "meshopt")
+
+
+@dataclass(frozen=True)
+class TilesConfig:
+    """3D Tiles output: tile budget, visibility distance, compression, height policy."""
+
+    max_features_per_tile: int = 400
+    """A quadtree cell holding more buildings than this splits into four."""
+    max_vertices_per_tile: int = 100_000
+    """A quadtree cell whose buildings have more vertices than this (at their finest LoD) splits too."""
+    building_error_m: float = 50.0
+    """Geometric error of the tiles above the buildings: with CesiumJS's default settings a
+    commune's buildings appear within about 58 times this distance (about 3 km)."""
+    compression: str = "none"
+    """none; quantize (KHR_mesh_quantization: 16-bit positions, 8-bit normals); meshopt
+    (quantize, then EXT_meshopt_compression)."""
+    allow_approximate_heights: bool = False
+    """Without a geoid grid, write altitudes as ellipsoidal heights (recorded in the tilesets)
+    instead of stopping."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_features_per_tile >= 1, "tiles need room for at least 1 building")
+        _require(self.max_features_per_tile <= 65_535, "at most 65535 buildings per tile (16-bit feature ids)")
+        _require(self.max_vertices_per_tile >= 1_000, "tiles need room for at least 1000 vertices")
+        _require(self.building_error_m > 0, "the buildings' geometric error must be positive")
+        _require(self.compression in TILE_COMPRESSIONS, f"tile compression must be one of {', '.join(TILE_COMPRESSIONS)}")
+
+
 @dataclass(frozen=True)
 class Lod2Config:
     """LOD2.2: roof planes, roof lines, and the footprint partitioned into roof faces."""
@@ -182,6 +211,7 @@ class BuildConfig:
     lod1: Lod1Config = field(default_factory=Lod1Config)
     lod2: Lod2Config = field(default_factory=Lod2Config)
     outlines: OutlineConfig = field(default_factory=OutlineConfig)
+    tiles: TilesConfig = field(default_factory=TilesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

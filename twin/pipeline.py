@@ -29,7 +29,7 @@ from reconstruction.shared_walls import shared_wall_areas
 from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
-from twin.inputs.communes import read_communes
+from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import PointSource, joined, open_sources, read_file
 from twin.model import Building, CityModel, Footprint, Status
@@ -42,6 +42,7 @@ from twin.report import write_run_records
 DEFAULT_FORMATS = ("cityjson",)
 NO_COMMUNE = "no-commune"
 log = logging.getLogger("twin")
+OUTSIDE_COMMUNES = ("unassigned", "refuse")
 
 
 def software_version() -> str:
@@ -89,6 +90,7 @@ def build(
     layer: str | None = None,
     communes: str | Path | None = None,
     commune_field: str | None = None,
+    outside_communes: str = "unassigned",
     progress: Progress | None = None,
     execution: Execution = Execution(),
     per_commune: bool = False,
@@ -101,10 +103,14 @@ def build(
     With `communes` (an OGR file of commune polygons), each building gets the `commune`
     attribute: the code of the commune holding its footprint's centroid; with
     `per_commune`, the outputs are written per commune too, in `out_dir/<code>/`.
+    Buildings outside every commune keep an empty commune (`outside_communes="unassigned"`)
+    or stop the run before anything is written (`"refuse"`).
 
     The run is cut into units (`execution`): with `execution.work_dir`, finished units
     are kept there and a run started again skips them.
     """
+    if outside_communes not in OUTSIDE_COMMUNES:
+        raise ValueError(f"outside_communes must be one of {', '.join(OUTSIDE_COMMUNES)}")
     progress = progress or Progress()
     chosen_exporters = [exporters.get(name) for name in dict.fromkeys(formats)]
     if out_dir is not None:
@@ -120,6 +126,11 @@ def build(
     commune_set = read_communes(communes, commune_field) if communes is not None else None
     if commune_set is not None:
         notes += _check_crs(commune_set.path, commune_set.crs, model_crs)
+        if outside_communes == "refuse":
+            _refuse_outside_communes(commune_set, footprint_set)
+    for exporter in chosen_exporters:
+        if exporter.check is not None:
+            notes += exporter.check(model_crs, config)
     if per_commune and commune_set is None:
         raise InputError("per-commune outputs need the commune polygons: pass --communes")
 
@@ -158,6 +169,7 @@ def build(
     if commune_set is not None:
         codes = commune_set.assign([b.footprint for b in buildings])
         buildings = [replace(b, attributes={**b.attributes, "commune": code}) for b, code in zip(buildings, codes)]
+        notes += _commune_notes(commune_set, buildings)
 
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
     if commune_set is not None:
@@ -170,7 +182,7 @@ def build(
     if out_dir is not None:
         for part, folder in _output_sets(model, out_dir, per_commune):
             for exporter in chosen_exporters:
-                exporter.write(part, folder)
+                exporter.export(part, folder, config)
             write_run_records(part, folder)
         if per_commune:
             write_run_records(model, out_dir)
@@ -442,6 +454,33 @@ def with_shared_walls(buildings: list[Building]) -> list[Building]:
         }
         result.append(replace(building, attributes=attributes))
     return result
+
+
+def _refuse_outside_communes(commune_set: CommuneSet, footprint_set: FootprintSet) -> None:
+    codes = commune_set.assign([f.polygon for f in footprint_set.footprints])
+    outside = [f.id for f, code in zip(footprint_set.footprints, codes) if code is None]
+    if outside:
+        raise InputError(
+            f"{footprint_set.path}: {len(outside)} footprints lie outside every commune of {commune_set.path} "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); extend the commune file, remove them, "
+            "or pass --outside-communes unassigned to keep them without a commune"
+        )
+
+
+def _commune_notes(commune_set: CommuneSet, buildings: list[Building]) -> list[str]:
+    outside = [b.id for b in buildings if b.attributes["commune"] is None and not b.footprint.is_empty]
+    held = {b.attributes["commune"] for b in buildings}
+    notes = [
+        f"commune {c.code} ({c.name or 'no name'}) of {commune_set.path} holds no building"
+        for c in commune_set.communes
+        if c.code not in held
+    ]
+    if outside:
+        notes.append(
+            f"{len(outside)} buildings lie outside every commune of {commune_set.path} "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); their commune is empty"
+        )
+    return notes
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:
