@@ -9,6 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+TEMPORARY_MARK = ".tmp"
+"""Temporary files and folders are hidden and carry this mark: `.<name>.<random>.tmp[.ext]`."""
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is a temporary of this module (a write that has not completed)."""
+    return path.name.startswith(".") and TEMPORARY_MARK in path.name
+
 
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: str = "w") -> Iterator[IO]:
@@ -30,7 +38,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     zip), renamed over `path` once the block completes and removed on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name keeps the extension: some writers (GDAL) choose the format by it.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMPORARY_MARK}{path.suffix}", dir=path.parent)
     os.close(handle)
     try:
         yield Path(temporary)
@@ -50,7 +58,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     so files of an older run never mix with the new ones.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMPORARY_MARK, dir=path.parent))
     try:
         yield temporary
         os.chmod(temporary, 0o755)

@@ -20,6 +20,7 @@ import pytest
 import shapely
 
 import twin
+from exporters.atomic import is_temporary
 from tests.conftest import ROOT
 from twin.region.engines import Execution
 
@@ -142,17 +143,22 @@ def test_a_lost_dask_worker_is_replaced_and_its_unit_run_again(reference, tiles,
     assert outputs(out) == outputs(reference)
 
 
+def finished_units(work: Path) -> list[Path]:
+    """Stored unit results, not the temporaries of writes in progress."""
+    return [p for p in (work / "units").glob("*.unit") if not is_temporary(p)] if (work / "units").is_dir() else []
+
+
 def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(reference, tiles, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     args = build_args(tiles, out, "--work-dir", work, "--unit-size", 50)
     process = subprocess.Popen([sys.executable, "-m", "twin", *map(str, args)], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((work / "units").glob("*.unit")) and time.monotonic() < deadline:
+    while not finished_units(work) and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     manifest = json.loads((work / "manifest.json").read_text())
-    finished = len(list((work / "units").glob("*.unit")))
+    finished = len(finished_units(work))
     assert 1 <= finished < len(manifest["units"]), "the run was not killed mid-way"
     assert not [p for p in out.iterdir() if not p.name.startswith(".")]  # no output presented as done
 
@@ -162,7 +168,7 @@ def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(reference,
     report = json.loads((work / "report.json").read_text())
     assert report["units"] == {"done": len(manifest["units"]) - finished, "skipped": finished, "failed": 0}
     assert outputs(out) == outputs(reference)  # and 50 m units give what 100 m units gave
-    leftovers = [p for p in [*out.iterdir(), *work.iterdir(), *(work / "units").iterdir()] if p.name.endswith(".tmp")]
+    leftovers = [p for p in [*out.iterdir(), *work.iterdir(), *(work / "units").iterdir()] if is_temporary(p)]
     assert not leftovers
 
 

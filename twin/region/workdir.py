@@ -18,12 +18,13 @@ from __future__ import annotations
 import copyreg
 import io
 import json
+import shutil
 import pickle
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from exporters.atomic import atomic_output
+from exporters.atomic import atomic_output, is_temporary
 
 MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "report.json"
@@ -106,7 +107,10 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def remove_leftover_temporaries(folder: Path) -> None:
-    """Temporary files of writes a killed run never finished (exporters.atomic names
-    them `.<name>.<random>.tmp`)."""
-    for leftover in folder.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    """Temporary files of writes a killed run never finished (see exporters.atomic)."""
+    for leftover in folder.iterdir() if folder.is_dir() else ():
+        if is_temporary(leftover):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
