@@ -103,6 +103,26 @@ class Solid:
 
 
 @dataclass(frozen=True, eq=False)
+class SurfaceTexture:
+    """The image patch that textures one surface of a solid.
+
+    `image` is an RGB uint8 array (h, w, 3) cut from the aerial image that sees the surface
+    best. `uv` holds, per ring of the surface, texture coordinates (k, 2) into the patch:
+    u to the right and v up from the patch's bottom-left corner, both in [0, 1] (the
+    convention of CityJSON and CityGML; glTF's v runs down and exporters flip it).
+    `source` names the image the patch was cut from.
+    """
+
+    image: np.ndarray
+    uv: tuple[np.ndarray, ...]
+    source: str
+
+
+TextureKey = tuple[str, int, int]
+"""(LoD, index of the solid in `Building.solids(lod)`, index of the surface in that solid)."""
+
+
+@dataclass(frozen=True, eq=False)
 class BuildingPart:
     id: str
     lods: Mapping[str, Solid]
@@ -122,10 +142,13 @@ class Building:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     lods: Mapping[str, Solid] = field(default_factory=dict)
     parts: tuple[BuildingPart, ...] = ()
+    textures: Mapping[TextureKey, SurfaceTexture] = field(default_factory=dict)
+    """Textured surfaces; a surface with no entry keeps a plain material."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lods", _frozen_mapping(self.lods))
         object.__setattr__(self, "attributes", _frozen_mapping(self.attributes))
+        object.__setattr__(self, "textures", _frozen_mapping(self.textures))
 
     def solids(self, lod: str) -> tuple[Solid, ...]:
         """The solids that make up this building at `lod`, from the building or its parts."""

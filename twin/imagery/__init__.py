@@ -1,0 +1,1 @@
+"""Aerial imagery as an input: oriented frame cameras, their readers and their images."""
