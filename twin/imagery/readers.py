@@ -221,12 +221,11 @@ def local_pose_to_world(center_local: np.ndarray, rotation_local: np.ndarray, to
     """
     step = 1.0
     offsets = np.vstack([np.eye(3) * step, -np.eye(3) * step])
-    moved = to_world(center_local[None, :] + offsets)
-    jacobian = ((moved[:3] - moved[3:]) / (2.0 * step)).T  # column i: world image of local axis i
+    moved = to_world(center_local[None, :] + np.vstack([np.zeros(3), offsets]))
+    jacobian = ((moved[1:4] - moved[4:]) / (2.0 * step)).T  # column i: world image of local axis i
     u, _, vt = np.linalg.svd(jacobian)
     nearest_rotation = u @ vt
-    center = to_world(center_local[None, :])[0]
-    return center, rotation_local @ nearest_rotation.T
+    return moved[0], rotation_local @ nearest_rotation.T
 
 
 # --- Interior orientation ---------------------------------------------------------------
