@@ -15,9 +15,11 @@ from twin.imagery.camera import FrameCamera
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as an (h, w, 3) uint8 RGB array.
 
-    Grey images are repeated over the three channels, an alpha channel is dropped, and 16-bit
-    or floating-point images are scaled to 0..255 by their largest value (16-bit aerial frames
-    seldom use the whole range, so a fixed 1/257 would leave them dark).
+    Grey images are repeated over the three channels and an alpha channel is dropped.
+    Deeper integer images are scaled by the bit depth their largest value needs (a 12-bit
+    frame in a 16-bit file by 255/4095, as a fixed 255/65535 would leave it dark), so that
+    the frames of one sensor keep one scale; floating-point images in 0..1 by 255, others by
+    their largest value.
     """
     path = Path(path)
     if not path.is_file():
@@ -41,6 +43,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         values = data.astype(np.float64)
         finite = values[np.isfinite(values)]
         top = float(finite.max()) if finite.size else 0.0
+        if np.issubdtype(data.dtype, np.integer):
+            top = float(2 ** max(8, int(top).bit_length()) - 1)
+        elif top <= 1.0:
+            top = 1.0
         scale = 255.0 / top if top > 0 else 0.0
         data = np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
     if channels == 1:

@@ -1,7 +1,21 @@
 """Readers of camera orientations: the project's own JSON form and common photogrammetric forms.
 
 Every reader returns `FrameCamera` objects (twin.imagery.camera) in a projected world CRS,
-with each camera's `image` resolved against the orientation file's folder.
+sorted by name, with each camera's `image` resolved to a path. `load_cameras` picks the
+reader from the file's content:
+
+- the project's camera JSON (below): complete, nothing else needed;
+- an OpenSfM / ODM `reconstruction.json` (`read_opensfm`): interior and exterior; CRS by
+  default the UTM zone of its reference_lla; images in ODM's ../images folder;
+- an x y z omega phi kappa table (`read_opk_csv`: comma, space, tab separated, quoted or
+  not, with a `filename x y z omega phi kappa [camera]` header or none in that order),
+  angles in degrees, with interior parameters (orthority YAML or reconstruction.json) and
+  the CRS of a sibling .prj file or given;
+- an orthority exterior GeoJSON (`read_opk_geojson`: xyz, opk in radians, world_crs);
+- a latitude longitude altitude roll pitch yaw table (`read_lla_rpy_csv`): WGS 84 with
+  ellipsoidal altitude, Pix4D's roll/pitch/yaw (see `rotation_from_rpy`), with interior
+  parameters; CRS by default the UTM zone of the cameras.
+Images named without a suffix are found by their stem in the image folder.
 
 The project's camera file ("twin-cameras", version 1) is a JSON document::
 
@@ -15,7 +29,7 @@ The project's camera file ("twin-cameras", version 1) is a JSON document::
           "image": "images/100_0005_0018.tif",   # relative to the JSON file's folder, or null
           "width": 1368, "height": 912,          # image size in pixels
           "fx": 911.7, "fy": 911.7,              # focal lengths in pixels
-          "cx": 681.4, "cy": 459.8,              # principal point in pixels (top-left pixel centre at 0, 0)
+          "cx": 681.385, "cy": 462.001,             # principal point in pixels (top-left pixel centre at 0, 0)
           "k1": -0.264, "k2": 0.102, "k3": -0.026, "p1": 0.00073, "p2": 0.00026,   # Brown, OpenCV's meaning
           "center": [292746.19, 2731093.47, 186.56],     # projection centre in the CRS
           "rotation": [[...], [...], [...]]              # world -> camera, row-major
@@ -57,7 +71,7 @@ def _number(value: float) -> float:
 
 
 def crs_text(crs: pyproj.CRS) -> str:
-    """"EPSG:code" when the CRS is exactly an EPSG one, its WKT otherwise."""
+    """The CRS as "EPSG:code" when it is exactly an EPSG one, as WKT otherwise."""
     authority = crs.to_authority(min_confidence=100)
     if authority is not None:
         return f"{authority[0]}:{authority[1]}"
@@ -116,7 +130,7 @@ def read_cameras_json(path: str | os.PathLike) -> list[FrameCamera]:
         )
     if not document.get("crs"):
         raise InputError(f'{path}: no "crs"; add the cameras\' CRS as "crs": "EPSG:code" or as WKT')
-    crs = parse_crs(document["crs"], str(path))
+    crs = _projected(document["crs"], str(path))
     entries = document.get("cameras")
     if not isinstance(entries, list) or not entries:
         raise InputError(f'{path}: "cameras" must be a non-empty list of cameras')
@@ -152,7 +166,7 @@ def read_cameras_json(path: str | os.PathLike) -> list[FrameCamera]:
             raise InputError(f"{where}: {error}") from None
         cameras.append(camera)
     _check_unique_names(cameras, path)
-    return cameras
+    return sorted(cameras, key=lambda c: c.name)
 
 
 def _check_unique_names(cameras: list[FrameCamera], path: Path) -> None:
@@ -161,8 +175,6 @@ def _check_unique_names(cameras: list[FrameCamera], path: Path) -> None:
         if camera.name in seen:
             raise InputError(f"{path}: camera {camera.name!r} appears twice; give each image one orientation")
         seen.add(camera.name)
-
-
 
 
 # --- Geodesy shared by the photogrammetric readers ---------------------------------------
@@ -272,7 +284,7 @@ def _yaml_intrinsics(name: str, entry: dict, source: str) -> Intrinsics:
     kind = str(entry.get("type", "")).lower()
     if kind not in _YAML_TYPES:
         raise InputError(f"{where}: type {entry.get('type')!r} is not supported; use pinhole, brown or opencv")
-    extra = [key for key in _OPENCV_EXTRA if float(entry.get(key, 0.0) or 0.0) != 0.0]
+    extra = [key for key in _OPENCV_EXTRA if entry.get(key) not in (None, 0, 0.0)]
     if extra:
         raise InputError(f"{where}: the coefficients {', '.join(extra)} of OpenCV's rational and thin-prism models are not supported; calibrate with k1, k2, k3, p1, p2")
     try:
@@ -319,7 +331,7 @@ def read_interior(path: str | os.PathLike) -> dict[str, Intrinsics]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"{path}: cannot read it as YAML ({error}); give interior parameters as in the README") from None
+        raise InputError(f"{path}: cannot read it as YAML ({error}); give camera ids mapping to type, im_size, focal_len, sensor_size, cx, cy, k1...") from None
     if isinstance(document, dict) and isinstance(document.get("camera"), dict):  # legacy simple-ortho config.yaml
         legacy = document["camera"]
         document = {str(legacy.get("name", "camera")): legacy}
@@ -331,16 +343,20 @@ def read_interior(path: str | os.PathLike) -> dict[str, Intrinsics]:
 
 
 def _interiors(interior, source: str) -> dict[str, Intrinsics]:
+    """{camera id: Intrinsics}; a lone Intrinsics serves every row under the id None."""
     if interior is None:
         raise InputError(f"{source}: this orientation table has no interior orientation; give the camera's interior parameters (YAML or reconstruction.json)")
     if isinstance(interior, Intrinsics):
-        return {"": interior}
+        return {None: interior}
     if isinstance(interior, dict):
         return interior
     return read_interior(interior)
 
 
-def _interior_for(interiors: dict[str, Intrinsics], camera_id: str | None, where: str, interior_source) -> Intrinsics:
+def _interior_for(interiors: dict, camera_id: str | None, where: str, interior) -> Intrinsics:
+    interior_source = str(interior) if isinstance(interior, (str, os.PathLike)) else "the interior parameters"
+    if None in interiors:
+        return interiors[None]
     if camera_id:
         camera_id = _opensfm_camera_id(camera_id)
         if camera_id in interiors:
