@@ -289,11 +289,14 @@ def consistent_across_pairs(clouds: list[np.ndarray], pair_cameras: list[tuple[F
     confirmed = confirmed_by_other_pairs(clouds, tolerance)
     kept = []
     for index, (cloud, agreed) in enumerate(zip(clouds, confirmed)):
-        checkable = np.zeros(len(cloud), dtype=bool)
+        doubtful = np.flatnonzero(~agreed)
+        checkable = np.zeros(len(doubtful), dtype=bool)
         for other, cameras in enumerate(pair_cameras):
             if other != index:
-                checkable |= _seen_by(cloud, cameras[0], margin_px) & _seen_by(cloud, cameras[1], margin_px)
-        kept.append(agreed | ~checkable)
+                checkable |= _seen_by(cloud[doubtful], cameras[0], margin_px) & _seen_by(cloud[doubtful], cameras[1], margin_px)
+        keep = agreed.copy()
+        keep[doubtful[~checkable]] = True
+        kept.append(keep)
     return kept
 
 
