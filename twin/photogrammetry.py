@@ -8,6 +8,7 @@ point format 7 file with colours, in the cameras' CRS, that `twin build` reads.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import laspy
 import numpy as np
 import pyproj
+import shapely
 
 from exporters.atomic import atomic_output
 from reconstruction.labels import LabelSettings, label_points
@@ -24,8 +26,10 @@ from reconstruction.stereo import (
 )
 from twin.errors import InputError
 from twin.imagery.camera import FrameCamera
+from twin.imagery.readers import read_cameras_json
 from twin.inputs.footprints import read_footprints
 
+FIXED_CREATION_DATE = datetime.date(2000, 1, 1)
 DEFAULT_SPACING = 0.25
 """Output point spacing (m): about the ground sampling distance of aerial surveys."""
 
@@ -42,30 +46,21 @@ class MatchSummary:
 
 def match_images(
     cameras: Sequence[FrameCamera],
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | None],
     height_range: tuple[float, float],
-    pairs: Sequence[tuple[int, int]] | None = None,
+    pairs: Sequence[tuple[int, int]],
     scale: float = 1.0,
     tolerance: float | None = None,
     settings: MatchSettings = MatchSettings(),
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[int]]:
-    """Confirmed points (n, 3) and colours (n, 3) of the images, the pairs matched and
-    the points each pair gave. `pairs` are camera indices; by default `select_pairs` chooses.
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Points (n, 3) and colours (n, 3) of the image `pairs` (camera indices) that pass the
+    cross-pair check, and the points each pair gave before it.
 
     `tolerance` (m) is how close another pair's point must be to confirm one: by default
-    three ground sampling distances at the images' mean distance to the scene.
+    three ground sampling distances of the matched images at the scene's mid height.
     """
-    if len(cameras) < 2:
-        raise InputError(f"dense matching needs at least two images, got {len(cameras)}")
-    if pairs is None:
-        pairs = [(c.first, c.second) for c in select_pairs(list(cameras), height_range)]
-    if not pairs:
-        raise InputError(
-            "no two images overlap enough to be matched (30 % of their ground footprints, base-to-height 0.1-1, "
-            "views within 30 degrees); check the cameras and --height-range"
-        )
     if tolerance is None:
-        tolerance = 3.0 * _ground_sampling_distance(cameras, height_range) / scale
+        tolerance = 3.0 * _ground_sampling_distance([cameras[i] for pair in pairs for i in pair], height_range) / scale
     clouds, colours = [], []
     for first, second in pairs:
         rectified = rectify_pair(cameras[first], cameras[second], scale)
@@ -75,7 +70,7 @@ def match_images(
     kept = consistent_across_pairs(clouds, [(cameras[a], cameras[b]) for a, b in pairs], tolerance)
     xyz = np.vstack([c[k] for c, k in zip(clouds, kept)])
     rgb = np.vstack([c[k] for c, k in zip(colours, kept)])
-    return xyz, rgb, list(pairs), [len(c) for c in clouds]
+    return xyz, rgb, [len(c) for c in clouds]
 
 
 def _ground_sampling_distance(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> float:
@@ -83,13 +78,39 @@ def _ground_sampling_distance(cameras: Sequence[FrameCamera], height_range: tupl
     return float(np.mean([abs(c.center[2] - mid) / np.mean([c.intrinsics.fx, c.intrinsics.fy]) for c in cameras]))
 
 
+def auto_pairs(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> list[tuple[int, int]]:
+    pairs = [(c.first, c.second) for c in select_pairs(list(cameras), height_range)]
+    if not pairs:
+        raise InputError(
+            "no two images overlap enough to be matched (30 % of their ground footprints, base-to-height 0.1-1, "
+            "views within 30 degrees); check the cameras and --height-range"
+        )
+    return pairs
+
+
+def labelled_points(
+    cameras: Sequence[FrameCamera],
+    images: Sequence[np.ndarray | None],
+    footprints: Sequence[shapely.Polygon],
+    height_range: tuple[float, float],
+    pairs: Sequence[tuple[int, int]],
+    scale: float = 1.0,
+    spacing: float = DEFAULT_SPACING,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Points (n, 3), colours (n, 3) and ASPRS classes (n,) of the matched `pairs`, one
+    averaged point per cube of side `spacing`, and the points each pair gave before."""
+    xyz, rgb, per_pair = match_images(cameras, images, height_range, pairs, scale)
+    xyz, rgb = thin(xyz, rgb, spacing)
+    return xyz, rgb, label_points(xyz, list(footprints), LabelSettings()), per_pair
+
+
 def run_match(
     cameras_path: str | Path,
     footprints: str | Path,
     out: str | Path,
+    height_range: tuple[float, float],
     images_dir: str | Path | None = None,
     pairs: str = "auto",
-    height_range: tuple[float, float] | None = None,
     scale: float = 1.0,
     spacing: float = DEFAULT_SPACING,
     id_field: str | None = None,
@@ -97,40 +118,31 @@ def run_match(
 ) -> MatchSummary:
     """Matches the images of `cameras_path` and writes the labelled points to `out` (LAZ or LAS)."""
     from twin.imagery.images import read_image
-    from twin.imagery.readers import load_cameras
 
     started = time.perf_counter()
     cameras_path, out = Path(cameras_path), Path(out)
-    cameras = list(load_cameras(cameras_path))
+    cameras = read_cameras_json(cameras_path)
     crs = _common_crs(cameras, cameras_path)
-    footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
-    polygons = [f.polygon for f in footprint_set.footprints]
-    if height_range is None:
-        raise InputError(
-            "the scene's height range is needed to bound the matching: give --height-range with the lowest terrain "
-            "and the highest roof in the CRS's heights (e.g. --height-range 40 90)"
-        )
+    polygons = [f.polygon for f in read_footprints(footprints, id_field=id_field, layer=layer).footprints]
     low, high = sorted(float(h) for h in height_range)
     if not high > low:
         raise InputError(f"--height-range {low} {high}: the highest height must exceed the lowest")
-    chosen = _parse_pairs(pairs, cameras, cameras_path)
-    needed = sorted({i for pair in chosen for i in pair}) if chosen is not None else range(len(cameras))
-    images = {index: read_image(_image_path(cameras[index], images_dir, cameras_path)) for index in needed}
-    for index, image in images.items():
+    chosen = _parse_pairs(pairs, cameras, cameras_path) or auto_pairs(cameras, (low, high))
+    images: list[np.ndarray | None] = [None] * len(cameras)
+    for index in sorted({i for pair in chosen for i in pair}):
+        path = _image_path(cameras[index], images_dir, cameras_path)
+        images[index] = read_image(path)
         expected = (cameras[index].intrinsics.height, cameras[index].intrinsics.width)
-        if image.shape[:2] != expected:
+        if images[index].shape[:2] != expected:
             raise InputError(
-                f"{_image_path(cameras[index], images_dir, cameras_path)}: the image is {image.shape[1]} x {image.shape[0]} "
-                f"pixels but camera {cameras[index].name!r} of {cameras_path} says {expected[1]} x {expected[0]}"
+                f"{path}: the image is {images[index].shape[1]} x {images[index].shape[0]} pixels but camera "
+                f"{cameras[index].name!r} of {cameras_path} says {expected[1]} x {expected[0]}"
             )
-    image_list = [images.get(index) for index in range(len(cameras))]
-    xyz, rgb, matched, per_pair = match_images(cameras, image_list, (low, high), chosen, scale)
-    xyz, rgb = thin(xyz, rgb, spacing)
+    xyz, rgb, classes, per_pair = labelled_points(cameras, images, polygons, (low, high), chosen, scale, spacing)
     if len(xyz) == 0:
         raise InputError(f"{cameras_path}: the images gave no points; check the orientations and --height-range")
-    classes = label_points(xyz, polygons, LabelSettings())
     write_points_laz(out, xyz, rgb, classes, crs)
-    names = tuple((cameras[a].name, cameras[b].name) for a, b in matched)
+    names = tuple((cameras[a].name, cameras[b].name) for a, b in chosen)
     counts = {int(c): int(n) for c, n in zip(*np.unique(classes, return_counts=True))}
     return MatchSummary(out, len(xyz), names, tuple(per_pair), counts, time.perf_counter() - started)
 
@@ -173,6 +185,9 @@ def write_points_laz(path: Path, xyz: np.ndarray, rgb: np.ndarray, classes: np.n
     header.offsets = np.floor(xyz.min(axis=0))
     header.scales = np.array([0.001, 0.001, 0.001])
     header.add_crs(crs)
+    # laspy writes today's date when none is set, and LAS has no "unknown" date: a fixed
+    # one keeps the file byte-identical for the same inputs.
+    header.creation_date = FIXED_CREATION_DATE
     header.generating_software = "twin match"
     header.system_identifier = "twin dense image matching"
     points = laspy.ScaleAwarePointRecord.zeros(len(xyz), header=header)
