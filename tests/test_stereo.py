@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import laspy
 import numpy as np
 import open3d as o3d
@@ -34,13 +33,15 @@ def _box_scene() -> o3d.t.geometry.RaycastingScene:
 
 
 def _pattern(points: np.ndarray) -> np.ndarray:
-    """Grey values of a blocky pseudo-random pattern fixed to the world (two scales)."""
-    value = np.zeros(len(points))
-    for size, weight, salt in ((0.35, 0.6, 1), (1.3, 0.4, 2)):
-        cell = np.floor(points / size).astype(np.int64)
-        mixed = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (cell[:, 2] * 83492791) ^ salt
-        value += weight * (mixed % 1009) / 1009.0
-    return value
+    """Grey values in [0, 1] of a pattern fixed to the world: sines of wavelengths 0.8 to 3 m
+    in many directions, smooth enough (above two pixels) not to alias when point sampled."""
+    rng = np.random.default_rng(5)
+    directions = rng.normal(size=(12, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    wavelengths = rng.uniform(0.8, 3.0, 12)
+    phases = rng.uniform(0, 2 * np.pi, 12)
+    waves = np.sin(2 * np.pi * (points @ directions.T) / wavelengths + phases)
+    return 0.5 + 0.5 * waves.mean(axis=1) * 2.5
 
 
 def _render(scene, camera: FrameCamera) -> np.ndarray:
@@ -87,7 +88,11 @@ def test_a_pair_gives_the_surfaces_whatever_the_baseline_direction(box_scene, of
     roof, ground = _box_errors(points.xyz)
     gsd = 150.0 / 800.0
     assert len(roof) > 0.6 * (18 * 13) / gsd**2  # most of the roof (18 x 13 m inside its edges) is matched
-    assert np.median(np.abs(roof)) < gsd and np.median(np.abs(ground)) < gsd
+    # On planes facing the cameras the disparity is one value, and the matcher's sub-pixel
+    # fit pulls it towards the nearest whole pixel ("pixel locking"), by up to half a pixel:
+    # depth^2 / (focal x baseline) / 2 in metres, 0.25 m on the roof and 0.28 m on the ground.
+    half_pixel = lambda depth: depth**2 / (800.0 * 50.0) / 2  # noqa: E731
+    assert np.median(np.abs(roof)) <= half_pixel(140.0) and np.median(np.abs(ground)) <= half_pixel(150.0)
     assert np.percentile(np.abs(np.concatenate([roof, ground])), 95) < 3 * gsd
     assert points.rgb.shape == points.xyz.shape and points.rgb.dtype == np.uint8
 
@@ -99,7 +104,7 @@ def test_the_disparity_range_follows_the_height_range(box_scene):
     # Disparity is focal x baseline / depth: depths 138 m (roof top) to 151 m (below the ground).
     assert search.minimum <= 800 * 50 / 151 and search.minimum + search.count >= 800 * 50 / 138
     assert search.count % 16 == 0 and search.count <= 32
-    wider = stereo.disparity_range(pair, (-1.0, 60.0))
+    wider = stereo.disparity_range(pair, (-1.0, 30.0))
     assert wider.minimum + wider.count > search.minimum + search.count
     far_apart = stereo.rectify_pair(*_cameras(((0, -200), (0, 200))))
     assert stereo.disparity_range(far_apart, (-1.0, 12.0)) is None  # their views do not overlap
@@ -115,10 +120,10 @@ def test_a_point_is_kept_only_where_another_pair_confirms_it():
 
 
 def test_points_no_other_pair_sees_are_kept_and_the_others_checked():
-    cameras = _cameras(((0, -25), (0, 25), (0, 75), (0, 125)))
-    # The second pair sees y from about -10 to 110, the first from about -60 to 60.
-    only_first = np.array([[0.0, -50.0, 0.0]])
-    both = np.array([[0.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
+    cameras = _cameras(((0, -10), (0, 10), (0, 10), (0, 40)))
+    # Both images of the first pair see y from -23 to 23 m, those of the second from 6 to 43 m.
+    only_first = np.array([[0.0, -20.0, 0.0]])
+    both = np.array([[0.0, 10.0, 0.0], [0.0, 20.0, 0.0]])
     first = np.vstack([only_first, both])
     second = both[:1]
     kept = stereo.consistent_across_pairs([first, second], [(cameras[0], cameras[1]), (cameras[2], cameras[3])], 0.3)
@@ -173,6 +178,7 @@ HEIGHT_RANGE = (45.0, 90.0)
 @pytest.fixture(scope="module")
 def sample_match(tmp_path_factory):
     """The sample's vertical images matched and labelled, written as LAZ: (cameras, pairs, points, path)."""
+    from twin.imagery.images import read_image
     from twin.imagery.readers import read_cameras_json
     from twin.inputs.footprints import read_footprints
     from twin.photogrammetry import auto_pairs, labelled_points, write_points_laz
@@ -184,7 +190,7 @@ def sample_match(tmp_path_factory):
     used = sorted({i for pair in pairs for i in pair})
     images = [None] * len(cameras)
     for index in used:
-        images[index] = cv2.cvtColor(cv2.imread(cameras[index].image), cv2.COLOR_BGR2RGB)
+        images[index] = read_image(cameras[index].image)
     footprints = [f.polygon for f in read_footprints(SAMPLE / "footprints.gpkg").footprints]
     xyz, rgb, classes, _ = labelled_points(cameras, images, footprints, HEIGHT_RANGE, pairs)
     path = tmp_path_factory.mktemp("match") / "points.laz"

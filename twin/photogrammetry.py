@@ -26,6 +26,7 @@ from reconstruction.stereo import (
 )
 from twin.errors import InputError
 from twin.imagery.camera import FrameCamera
+from twin.imagery.images import check_image_size, read_image
 from twin.imagery.readers import read_cameras_json
 from twin.inputs.footprints import read_footprints
 
@@ -117,8 +118,6 @@ def run_match(
     layer: str | None = None,
 ) -> MatchSummary:
     """Matches the images of `cameras_path` and writes the labelled points to `out` (LAZ or LAS)."""
-    from twin.imagery.images import read_image
-
     started = time.perf_counter()
     cameras_path, out = Path(cameras_path), Path(out)
     cameras = read_cameras_json(cameras_path)
@@ -132,12 +131,7 @@ def run_match(
     for index in sorted({i for pair in chosen for i in pair}):
         path = _image_path(cameras[index], images_dir, cameras_path)
         images[index] = read_image(path)
-        expected = (cameras[index].intrinsics.height, cameras[index].intrinsics.width)
-        if images[index].shape[:2] != expected:
-            raise InputError(
-                f"{path}: the image is {images[index].shape[1]} x {images[index].shape[0]} pixels but camera "
-                f"{cameras[index].name!r} of {cameras_path} says {expected[1]} x {expected[0]}"
-            )
+        check_image_size(cameras[index], images[index], path)
     xyz, rgb, classes, per_pair = labelled_points(cameras, images, polygons, (low, high), chosen, scale, spacing)
     if len(xyz) == 0:
         raise InputError(f"{cameras_path}: the images gave no points; check the orientations and --height-range")
