@@ -261,16 +261,13 @@ def confirmed_by_other_pairs(clouds: list[np.ndarray], tolerance: float) -> list
     owner = np.repeat(np.arange(len(clouds)), [len(c) for c in clouds])
     if len(points) == 0:
         return [np.zeros(0, dtype=bool) for _ in clouds]
-    cells = np.floor(points / tolerance).astype(np.int64)
-    cells -= cells.min(axis=0) - 1  # every neighbour index stays >= 0
-    extent = cells.max(axis=0) + 2
-    if float(np.prod(extent.astype(float))) >= 2.0**62:
+    keys, extent = _cube_keys(points, tolerance)
+    if float(np.prod(extent.astype(float))) * len(clouds) >= 2.0**62:
         raise ValueError(f"the points span too large a volume for a tolerance of {tolerance} m")
-    keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
     # Per occupied cube: how many pairs saw it and the smallest of them.
-    cube_pairs = np.unique(np.column_stack([keys, owner]), axis=0)
-    cube_keys, first_index, pair_counts = np.unique(cube_pairs[:, 0], return_index=True, return_counts=True)
-    first_pair = cube_pairs[first_index, 1]
+    cube_pairs = np.unique(keys * len(clouds) + owner)
+    cube_keys, first_index, pair_counts = np.unique(cube_pairs // len(clouds), return_index=True, return_counts=True)
+    first_pair = cube_pairs[first_index] % len(clouds)
     confirmed = np.zeros(len(points), dtype=bool)
     for dx, dy, dz in itertools.product((-1, 0, 1), repeat=3):
         neighbour = keys + (dx * extent[1] + dy) * extent[2] + dz
@@ -278,6 +275,17 @@ def confirmed_by_other_pairs(clouds: list[np.ndarray], tolerance: float) -> list
         found = cube_keys[index] == neighbour
         confirmed |= found & ((pair_counts[index] >= 2) | (first_pair[index] != owner))
     return np.split(confirmed, np.cumsum([len(c) for c in clouds])[:-1])
+
+
+def _cube_keys(points: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 key (n,) per cube of side `size` holding each point, and the extent of the
+    cube indices; the cube one step along x, y or z has key + extent[1] * extent[2], + extent[2], + 1."""
+    cells = np.floor(points / size).astype(np.int64)
+    cells -= cells.min(axis=0) - 1  # every neighbour index stays >= 0
+    extent = cells.max(axis=0) + 2
+    if float(np.prod(extent.astype(float))) >= 2.0**62:
+        raise ValueError(f"the points span too large a volume for cubes of {size} m")
+    return (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2], extent
 
 
 def consistent_across_pairs(clouds: list[np.ndarray], pair_cameras: list[tuple[FrameCamera, FrameCamera]],
@@ -289,13 +297,17 @@ def consistent_across_pairs(clouds: list[np.ndarray], pair_cameras: list[tuple[F
     confirmed = confirmed_by_other_pairs(clouds, tolerance)
     kept = []
     for index, (cloud, agreed) in enumerate(zip(clouds, confirmed)):
-        doubtful = np.flatnonzero(~agreed)
+        doubtful = cloud[~agreed]
+        seen: dict[int, np.ndarray] = {}  # per camera (by identity), so each projects the points once
         checkable = np.zeros(len(doubtful), dtype=bool)
         for other, cameras in enumerate(pair_cameras):
             if other != index:
-                checkable |= _seen_by(cloud[doubtful], cameras[0], margin_px) & _seen_by(cloud[doubtful], cameras[1], margin_px)
+                for camera in cameras:
+                    if id(camera) not in seen:
+                        seen[id(camera)] = _seen_by(doubtful, camera, margin_px)
+                checkable |= seen[id(cameras[0])] & seen[id(cameras[1])]
         keep = agreed.copy()
-        keep[doubtful[~checkable]] = True
+        keep[np.flatnonzero(~agreed)[~checkable]] = True
         kept.append(keep)
     return kept
 
@@ -310,14 +322,11 @@ def thin(xyz: np.ndarray, rgb: np.ndarray, spacing: float) -> tuple[np.ndarray, 
     in the order of the cubes (so the result does not depend on the input order)."""
     if len(xyz) == 0:
         return xyz, rgb
-    cells = np.floor(xyz / spacing).astype(np.int64)
-    _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    sums = np.zeros((len(counts), 3))
-    np.add.at(sums, inverse, xyz)
-    colour_sums = np.zeros((len(counts), 3))
-    np.add.at(colour_sums, inverse, rgb.astype(float))
-    return sums / counts[:, None], np.rint(colour_sums / counts[:, None]).astype(np.uint8)
+    keys, _ = _cube_keys(xyz, spacing)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    means = np.column_stack([np.bincount(inverse, weights=xyz[:, k]) for k in range(3)]) / counts[:, None]
+    colours = np.column_stack([np.bincount(inverse, weights=rgb[:, k]) for k in range(3)]) / counts[:, None]
+    return means, np.rint(colours).astype(np.uint8)
 
 
 @dataclass(frozen=True)
