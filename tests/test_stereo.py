@@ -177,25 +177,24 @@ HEIGHT_RANGE = (45.0, 90.0)
 
 @pytest.fixture(scope="module")
 def sample_match(tmp_path_factory):
-    """The sample's vertical images matched and labelled, written as LAZ: (cameras, pairs, points, path)."""
-    from twin.imagery.images import read_image
+    """`twin match` on the sample's images: (cameras of the matched pairs, points (n, 3), LAZ path)."""
+    from twin.cli import main
     from twin.imagery.readers import read_cameras_json
-    from twin.inputs.footprints import read_footprints
-    from twin.photogrammetry import auto_pairs, labelled_points, write_points_laz
+    from twin.photogrammetry import auto_pairs
 
     if not (IMAGERY / "cameras.json").exists():
         pytest.skip("sample_data/imagery/ is absent; run `twin sample` to render it")
-    cameras = read_cameras_json(IMAGERY / "cameras.json")
-    pairs = auto_pairs(cameras, HEIGHT_RANGE)
-    used = sorted({i for pair in pairs for i in pair})
-    images = [None] * len(cameras)
-    for index in used:
-        images[index] = read_image(cameras[index].image)
-    footprints = [f.polygon for f in read_footprints(SAMPLE / "footprints.gpkg").footprints]
-    xyz, rgb, classes, _ = labelled_points(cameras, images, footprints, HEIGHT_RANGE, pairs)
     path = tmp_path_factory.mktemp("match") / "points.laz"
-    write_points_laz(path, xyz, rgb, classes, cameras[0].crs)
-    return [cameras[i] for i in used], pairs, xyz, path
+    result = CliRunner().invoke(main, [
+        "match", "--cameras", str(IMAGERY / "cameras.json"), "--footprints", str(SAMPLE / "footprints.gpkg"),
+        "--height-range", *map(str, HEIGHT_RANGE), "--out", str(path),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "8 image pairs matched" in result.output  # the vertical frames only: obliques look 45 degrees away
+    cameras = read_cameras_json(IMAGERY / "cameras.json")
+    used = sorted({i for pair in auto_pairs(cameras, HEIGHT_RANGE) for i in pair})
+    las = laspy.read(path)
+    return [cameras[i] for i in used], np.column_stack([las.x, las.y, las.z]), path
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +235,7 @@ def test_points_lie_on_the_true_surfaces(sample_match, truth_surfaces):
     from twin.sample.generate import ORIGIN
     from twin.sample.scene import terrain_height
 
-    cameras, _, xyz, _ = sample_match
+    cameras, xyz, _ = sample_match
     scene, origin, _ = truth_surfaces
     to_buildings = scene.compute_distance(o3d.core.Tensor((xyz - origin).astype(np.float32))).numpy()
     # The terrain is gentle (3 % at most): the vertical distance is the distance to it.
@@ -249,7 +248,7 @@ def test_points_lie_on_the_true_surfaces(sample_match, truth_surfaces):
 def test_roofs_seen_by_two_images_are_covered(sample_match, truth_surfaces):
     """Share of 0.5 m cells of the true roofs, seen unhidden by two matched images, with a
     point within 0.5 m of the roof's height. Trees are not in the truth and may hide a few."""
-    cameras, _, xyz, _ = sample_match
+    cameras, xyz, _ = sample_match
     scene, origin, roofs = truth_surfaces
     xmin, ymin, xmax, ymax = shapely.union_all(roofs).bounds
     gx, gy = np.meshgrid(np.arange(xmin + 0.25, xmax, 0.5), np.arange(ymin + 0.25, ymax, 0.5))
@@ -283,21 +282,23 @@ def test_roofs_seen_by_two_images_are_covered(sample_match, truth_surfaces):
 
 
 def test_twin_builds_lod12_heights_from_the_points(sample_match, tmp_path):
-    """LOD1.2 heights (the 70th percentile of the roof points) within 0.3 m of the truth,
-    as a median over the buildings that get points: the roof percentile of a building
-    whose roof steps (a tower on a podium) depends on how much of each level is seen,
-    which matching from above changes for the lower level next to the tower."""
+    """LOD1.2 heights (the 70th percentile of the roof points) within 0.3 m of the truth for
+    nine buildings in ten, and as a median. The largest errors are on small sloped roofs
+    (a 110 m2 gable, a hip), where the percentile moves with how much of the eaves, the
+    lowest part, gets points near the walls and the offset footprint's edge; the LiDAR
+    build of the sample allows 0.5 m there too (test_build_sample)."""
     import twin
 
-    _, _, _, path = sample_match
+    _, _, path = sample_match
     las = laspy.read(path)
     assert las.header.point_format.id == 7 and str(las.header.version) == "1.4"
     assert las.header.parse_crs() is not None and {2, 6} <= set(np.unique(las.classification).tolist())
+    assert np.any(las.red != las.blue)  # colours from the images
     model = twin.build(points=[path], footprints=SAMPLE / "footprints.gpkg", out_dir=tmp_path, formats=("cityjson",))
     truth = json.loads((SAMPLE / "truth.json").read_text())["buildings"]
-    errors = [b.attributes["h_roof_70p"] - truth[b.id]["h_roof_70p"] for b in model.buildings if b.status != "no points"]
-    assert len(errors) >= 0.6 * len(model.buildings)
-    assert np.median(np.abs(errors)) <= 0.3
+    assert all(b.status in ("built", "fallback") for b in model.buildings)
+    errors = np.abs([b.attributes["h_roof_70p"] - truth[b.id]["h_roof_70p"] for b in model.buildings])
+    assert np.median(errors) <= 0.3 and np.mean(errors <= 0.3) >= 0.9 and errors.max() <= 0.5
 
 
 def test_match_command_needs_the_height_range_and_known_pair_names(tmp_path):
