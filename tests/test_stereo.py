@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from reconstruction import stereo
 from reconstruction.labels import BUILDING, GROUND, OTHER, label_points
 from tests.conftest import SAMPLE
+from tests.test_inputs import write_footprints
 from twin.imagery.camera import FrameCamera, Intrinsics, look_at
 
 BOX = (-10.0, -5.0, 10.0, 10.0)
@@ -312,4 +313,10 @@ def test_match_command_needs_the_height_range_and_known_pair_names(tmp_path):
     assert runner.invoke(main, common).exit_code == 2  # --height-range is required
     result = runner.invoke(main, [*common, "--height-range", "45", "90", "--pairs", "nope:other"])
     assert result.exit_code == 2 and "no camera 'nope'" in result.output
+    result = runner.invoke(main, [*common, "--height-range", "45", "90", "--images-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "image not found" in result.output
+    elsewhere = tmp_path / "utm.gpkg"
+    write_footprints(elsewhere, [shapely.box(450000, 5410000, 450020, 5410020)], ["a"], crs="EPSG:32631")
+    result = runner.invoke(main, [*common[:3], "--footprints", str(elsewhere), *common[5:], "--height-range", "45", "90"])
+    assert result.exit_code == 2 and "reproject the footprints" in result.output
     assert not (tmp_path / "p.laz").exists()

@@ -25,6 +25,7 @@ from reconstruction.stereo import (
     MatchSettings, consistent_across_pairs, match_pair, rectify_pair, select_pairs, thin,
 )
 from twin.errors import InputError
+from twin.geodesy import horizontal_part
 from twin.imagery.camera import FrameCamera
 from twin.imagery.images import check_image_size, read_image
 from twin.imagery.readers import read_cameras_json
@@ -122,7 +123,13 @@ def run_match(
     cameras_path, out = Path(cameras_path), Path(out)
     cameras = read_cameras_json(cameras_path)
     crs = _common_crs(cameras, cameras_path)
-    polygons = [f.polygon for f in read_footprints(footprints, id_field=id_field, layer=layer).footprints]
+    footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
+    if footprint_set.crs is not None and not horizontal_part(footprint_set.crs).equals(horizontal_part(crs)):
+        raise InputError(
+            f"{footprints} is in {footprint_set.crs.name} but the cameras of {cameras_path} are in {crs.name}; "
+            "reproject the footprints to the cameras' CRS (e.g. with ogr2ogr -t_srs)"
+        )
+    polygons = [f.polygon for f in footprint_set.footprints]
     low, high = sorted(float(h) for h in height_range)
     if not high > low:
         raise InputError(f"--height-range {low} {high}: the highest height must exceed the lowest")
