@@ -46,6 +46,8 @@ class RectifiedPair:
     baseline: float
     left_maps: tuple[np.ndarray, np.ndarray]
     right_maps: tuple[np.ndarray, np.ndarray]
+    scale: float = 1.0
+    """The resize factor of the rectified images relative to the originals."""
 
     @property
     def focal(self) -> float:
@@ -55,6 +57,10 @@ class RectifiedPair:
         """The rectified left and right images and the masks of their pixels that come from the images."""
         rectified, valid = [], []
         for image, (map_x, map_y) in ((left_image, self.left_maps), (right_image, self.right_maps)):
+            if self.scale < 1.0:
+                # Blurred first so that the bilinear resampling does not alias: the sigma that
+                # takes an image of unit blur to the blur of the coarser grid.
+                image = cv2.GaussianBlur(image, (0, 0), 0.5 * math.sqrt(1.0 / self.scale**2 - 1.0))
             rectified.append(cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
             height, width = image.shape[:2]
             valid.append((map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1))
@@ -109,7 +115,7 @@ def rectify_pair(first: FrameCamera, second: FrameCamera, scale: float = 1.0) ->
                                     matrix, size, cv2.CV_32FC1)
         for camera in (first, second)
     ]
-    return RectifiedPair(first, second, rotation, matrix, size, baseline, maps[0], maps[1])
+    return RectifiedPair(first, second, rotation, matrix, size, baseline, maps[0], maps[1], scale)
 
 
 def _rectified_border(camera: FrameCamera, rotation: np.ndarray) -> np.ndarray:
@@ -172,9 +178,9 @@ class MatchSettings:
     speckle_range_px: int = 2
     left_right_tolerance_px: float = 1.0
     smoothness_small: int = 8
-    """P1 per channel and pixel of the block: the cost of a disparity change of one pixel."""
+    """P1 per pixel of the block (grey images): the cost of a disparity change of one pixel."""
     smoothness_large: int = 32
-    """P2 per channel and pixel of the block: the cost of a larger jump (an edge)."""
+    """P2 per pixel of the block: the cost of a larger jump (an edge)."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,8 @@ def match_pair(pair: RectifiedPair, left_image: np.ndarray, right_image: np.ndar
                   & (np.abs(back - disparity) <= settings.left_right_tolerance_px) & (disparity > 0))
     rows, columns, disparity = rows[consistent], columns[consistent], disparity[consistent]
     xyz = pair.triangulate(columns.astype(float), rows.astype(float), disparity.astype(float))
-    # Disparities at the ends of the search range are where the matcher ran out of candidates.
+    # The search range is padded and rounded up to 16 disparities: points well outside the
+    # height range come from that padding and are mismatches.
     margin = 0.1 * (high - low) + 1.0
     keep = (xyz[:, 2] >= low - margin) & (xyz[:, 2] <= high + margin)
     return PairPoints(xyz[keep], left[rows[keep], columns[keep]], names)
