@@ -245,6 +245,21 @@ def test_topocentric_poses_follow_the_grid_convergence_to_a_tenth_of_a_pixel(dro
         assert np.max(np.linalg.norm(off - expected[seen], axis=1)) > 10.0
 
 
+def test_opensfm_cameras_into_another_projected_crs(drone_files, drone_cameras, dsm):
+    """Read into TWD97 / TM2 (EPSG:3826) rather than UTM: the DSM carried there by pyproj lands
+    on the same pixels within 0.2 px (measured 0.116 px: the two grids' scale factors differ
+    by 2.3e-4, which a rigid camera cannot follow)."""
+    cameras = read_opensfm(drone_files["reconstruction"], crs="EPSG:3826")
+    points = dsm.points()
+    to_tm2 = pyproj.Transformer.from_crs(dsm.crs, "EPSG:3826", always_xy=True)
+    moved = np.column_stack(to_tm2.transform(points[:, 0], points[:, 1], points[:, 2]))
+    for utm_camera, camera in zip(drone_cameras["opensfm"], cameras):
+        assert camera.crs == pyproj.CRS("EPSG:3826")
+        expected, seen = _visible(utm_camera, points)
+        got, _ = camera.project(moved[seen])
+        assert np.max(np.linalg.norm(got - expected[seen], axis=1)) < 0.2
+
+
 def test_dsm_projects_over_the_drone_images(drone_cameras, dsm):
     """Each image sees a third of the DSM's cells, and they cover nearly all of the image
     (measured 95 to 99.7 % of its 16-pixel blocks)."""

@@ -361,10 +361,10 @@ def _interior_for(interiors: dict, camera_id: str | None, where: str, interior) 
         camera_id = _opensfm_camera_id(camera_id)
         if camera_id in interiors:
             return interiors[camera_id]
-        raise InputError(f"{where}: unknown camera {camera_id!r}; {interior_source} defines {', '.join(sorted(map(repr, interiors)))}")
+        raise InputError(f"{where}: unknown camera {camera_id!r}; the cameras known in {interior_source} are {', '.join(sorted(map(repr, interiors)))}")
     if len(interiors) == 1:
         return next(iter(interiors.values()))
-    raise InputError(f"{where}: no camera column and {interior_source} defines several cameras; add a 'camera' column naming one of them")
+    raise InputError(f"{where}: no camera column, and several cameras are defined in {interior_source}; add a 'camera' column naming one of them")
 
 
 # --- Images -----------------------------------------------------------------------------
