@@ -400,7 +400,11 @@ Examples:
 """
 )
 @click.option("--cameras", "cameras_path", required=True, type=click.Path(path_type=Path),
-              help="Oriented cameras in the twin-cameras JSON form.")
+              help="Camera orientations: twin-cameras JSON, an OpenSfM/ODM reconstruction.json, an orthority "
+                   "GeoJSON or an omega-phi-kappa / roll-pitch-yaw table.")
+@click.option("--interior", type=click.Path(path_type=Path),
+              help="Interior orientation (YAML or JSON) for orientation files that do not hold it.")
+@click.option("--crs", help="World CRS of the orientations when their file does not name it, e.g. EPSG:2154.")
 @click.option("--images-dir", type=click.Path(path_type=Path),
               help="Folder of the images [default: the paths given in the camera file].")
 @click.option("--footprints", required=True, type=click.Path(path_type=Path),
@@ -416,7 +420,8 @@ Examples:
               help="Point spacing in metres of the output (one averaged point per cube of this side).")
 @click.option("--id-field", help="Footprint field holding unique building ids.")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
-def match(cameras_path, images_dir, footprints, out, pairs, height_range, scale, spacing, id_field, layer) -> None:
+def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, height_range, scale, spacing, id_field,
+          layer) -> None:
     """Dense points from overlapping oriented images, labelled ground / building / other.
 
     Writes a LAS 1.4 file (point format 7, with colours and the cameras' CRS) that
@@ -426,7 +431,7 @@ def match(cameras_path, images_dir, footprints, out, pairs, height_range, scale,
 
     summary = _checked(lambda: run_match(
         cameras_path, footprints, out, images_dir=images_dir, pairs=pairs, height_range=height_range, scale=scale,
-        spacing=spacing, id_field=id_field, layer=layer,
+        spacing=spacing, id_field=id_field, layer=layer, interior=interior, crs=crs,
     ))
     counts = ", ".join(f"{n:,} {_CLASS_NAMES.get(c, c)}" for c, n in sorted(summary.class_counts.items()))
     console.print(

@@ -28,7 +28,7 @@ from twin.errors import InputError
 from twin.geodesy import horizontal_part
 from twin.imagery.camera import FrameCamera
 from twin.imagery.images import check_image_size, read_image
-from twin.imagery.readers import read_cameras_json
+from twin.imagery.readers import load_cameras
 from twin.inputs.footprints import read_footprints
 
 FIXED_CREATION_DATE = datetime.date(2000, 1, 1)
@@ -117,11 +117,17 @@ def run_match(
     spacing: float = DEFAULT_SPACING,
     id_field: str | None = None,
     layer: str | None = None,
+    interior: str | Path | None = None,
+    crs: str | None = None,
 ) -> MatchSummary:
-    """Matches the images of `cameras_path` and writes the labelled points to `out` (LAZ or LAS)."""
+    """Matches the images of `cameras_path` and writes the labelled points to `out` (LAZ or LAS).
+
+    `cameras_path` is any orientation file `load_cameras` reads; `interior` and `crs` are
+    what some of them need (interior parameters, the world CRS of a table).
+    """
     started = time.perf_counter()
     cameras_path, out = Path(cameras_path), Path(out)
-    cameras = read_cameras_json(cameras_path)
+    cameras = load_cameras(cameras_path, interior=interior, crs=crs, image_dir=images_dir)
     crs = _common_crs(cameras, cameras_path)
     footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
     if footprint_set.crs is not None and not horizontal_part(footprint_set.crs).equals(horizontal_part(crs)):
