@@ -172,9 +172,8 @@ def face_mapping_errors(path: Path, model: CityModel, schema: dict, heights: Hei
 
 @pytest.mark.parametrize("compression, max_side", [("none", 4096), ("quantize", 128), ("meshopt", 4096)])
 def test_textured_tiles_are_valid_within_budget_and_map_each_face_to_its_patch(
-    compression, max_side, textured, tiles_build, tmp_path
+    compression, max_side, textured, tmp_path
 ):
-    _, built = tiles_build
     config = TilesConfig(max_features_per_tile=4, compression=compression, max_atlas_side=max_side)
     write_3dtiles(textured, tmp_path, BuildConfig(tiles=config))
     schema = tileset_schema(tmp_path)
@@ -232,10 +231,20 @@ def test_tiles_without_textures_are_unchanged_and_textured_ones_are_deterministi
     assert changed == expected and len(expected) >= 4
 
 
-def test_texture_coordinates_that_do_not_fit_the_surface_are_refused(textured, tmp_path):
+@pytest.mark.parametrize("break_texture, message", [
+    (lambda t: replace(t, uv=(t.uv[0][:-1],)), "has texture coordinates for other rings than the surface's"),
+    (lambda t: replace(t, image=t.image[..., 0]), "is not an RGB image of bytes"),
+])
+def test_textures_that_do_not_fit_their_surface_are_refused(break_texture, message, textured, tmp_path):
     building = next(b for b in textured.buildings if b.textures)
     key, texture = next(iter(sorted(building.textures.items())))
-    broken = replace(building, textures={key: replace(texture, uv=(texture.uv[0][:-1],))})
+    broken = replace(building, textures={key: break_texture(texture)})
     model = CityModel((broken,), textured.crs, textured.metadata)
-    with pytest.raises(ValueError, match=f"building {building.id}: the texture of LoD {key[0]}"):
+    with pytest.raises(ValueError, match=f"building {building.id}: the texture of LoD {key[0]}.*{message}"):
         write_3dtiles(model, tmp_path, BuildConfig())
+
+
+@pytest.mark.parametrize("options", [{"max_atlas_side": 32}, {"max_atlas_side": 1001}, {"jpeg_quality": 0}])
+def test_atlas_options_outside_their_range_are_refused(options):
+    with pytest.raises(ValueError, match="texture atlas side|JPEG quality"):
+        TilesConfig(**options)

@@ -19,6 +19,10 @@ smaller error per LoD (`LOD_GEOMETRIC_ERRORS`), at most half the parent's, and 0
 finest. Bounding volumes are `region`s (radians, ellipsoidal heights) computed from the
 content and grown to hold their children.
 
+Textures: a tile's buildings with `Building.textures` at the LoD the tile shows have those
+surfaces textured from one JPEG atlas per tile, at most `max_atlas_side` pixels wide and tall
+(`glb`); a tile without any textured surface is written exactly as an untextured run writes it.
+
 Heights: Lambert-93 + NGF-IGN69 (or the model's CRS) to WGS84 ellipsoidal heights through
 `twin.heights`, which refuses to work without the geoid grid unless approximate heights
 are allowed, which the tilesets' metadata then records.
@@ -273,6 +277,10 @@ def _surface_textures(building: Building, lod: str, solids: Sequence[Solid]) -> 
         if solid_index >= len(solids) or surface_index >= len(solids[solid_index].surfaces):
             raise ValueError(f"building {building.id}: texture of LoD {lod} for surface {surface_index} of solid "
                              f"{solid_index}, which does not exist")
+        image = texture.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"building {building.id}: the texture of LoD {lod}, solid {solid_index}, surface "
+                             f"{surface_index} is not an RGB image of bytes ({image.dtype} {image.shape})")
         rings = solids[solid_index].surfaces[surface_index].rings
         if [len(uv) for uv in texture.uv] != [len(ring) for ring in rings]:
             raise ValueError(f"building {building.id}: the texture of LoD {lod}, solid {solid_index}, surface "
