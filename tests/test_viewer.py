@@ -1,6 +1,6 @@
 """`twin serve`: what the server serves and refuses, and the CesiumJS viewer driven in headless
 Chromium through the real command: tiles load without console errors and clicking a building
-shows its id and attributes."""
+shows its id and attributes; textured tiles show their textures."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 
+from exporters.tiles3d import write_3dtiles
 from tests.conftest import ROOT
 from tests.helpers import run_node
+from tests.test_tiles_textures import textured_model
+from twin.config import BuildConfig, TilesConfig
 from twin.heights import HeightTransform
 from twin.serve import ViewerServer
 
@@ -92,13 +96,16 @@ def test_serve_without_tiles_is_one_clear_line(tmp_path):
     assert result.returncode == 2 and len(lines) == 1 and "--format 3dtiles" in lines[0]
 
 
-def test_clicking_a_building_in_headless_chromium_shows_its_id_and_attributes(tiles_build, tmp_path):
-    model, out = tiles_build
-    building = next(b for b in model.buildings if b.id == "B01")
-    roof = max(v[2] for v in building.lods["1.3"].vertices())
+def roof_point(model, building_id: str, lod: str = "1.3") -> tuple[float, float, float]:
+    """Longitude, latitude and ellipsoidal height of a point on a building's roof."""
+    building = next(b for b in model.buildings if b.id == building_id)
+    roof = max(v[2] for solid in building.solids(lod) for v in solid.vertices())
     anchor = building.footprint.representative_point()
-    lon, lat, height = HeightTransform.for_crs(model.crs).geodetic(np.array([[anchor.x, anchor.y, roof]]))[0]
+    return tuple(HeightTransform.for_crs(model.crs).geodetic(np.array([[anchor.x, anchor.y, roof]]))[0])
 
+
+def pick_in_viewer(out, point, screenshot) -> dict:
+    """Runs `twin serve out` and clicks, in headless Chromium, on `point` seen from above."""
     command = [sys.executable, "-m", "twin", "serve", out, "--port", "0", "--no-open"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     try:
@@ -109,11 +116,17 @@ def test_clicking_a_building_in_headless_chromium_shows_its_id_and_attributes(ti
             match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
             url = match.group(1) if match else None
         assert url, "twin serve did not start"
-        shot = tmp_path / "viewer.png"
-        result = run_node("viewer_pick.mjs", url, lon, lat, height, shot, timeout=300)
+        return run_node("viewer_pick.mjs", url, *point, screenshot, timeout=300)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_clicking_a_building_in_headless_chromium_shows_its_id_and_attributes(tiles_build, tmp_path):
+    model, out = tiles_build
+    building = next(b for b in model.buildings if b.id == "B01")
+    shot = tmp_path / "viewer.png"
+    result = pick_in_viewer(out, roof_point(model, "B01"), shot)
     assert result["errors"] == []
     assert result["layers"] == ["buildings", "pointcloud"]
     assert result["title"] == "Building B01"
@@ -122,3 +135,20 @@ def test_clicking_a_building_in_headless_chromium_shows_its_id_and_attributes(ti
     assert float(attributes["h_ground"]) == building.attributes["h_ground"]
     assert attributes["status"] == "built"
     assert shot.stat().st_size > 10_000
+
+
+def test_textured_tiles_render_their_textures_and_stay_pickable(tiles_build, tmp_path):
+    """Textured buildings (synthetic magenta gradients, drawn unlit) seen from above: the texture
+    fills much of the view, and clicking a textured roof still finds its building."""
+    model, _ = tiles_build
+    textured = textured_model(model)
+    write_3dtiles(textured, tmp_path / "out", BuildConfig(tiles=TilesConfig(compression="meshopt")))
+    building = next(b for b in textured.buildings if b.textures)
+    shot = tmp_path / "textured.png"
+    result = pick_in_viewer(tmp_path / "out", roof_point(textured, building.id, "2.2"), shot)
+    assert result["errors"] == []
+    assert result["layers"] == ["buildings"]
+    assert result["title"] == f"Building {building.id}"
+    red, green, blue = np.moveaxis(cv2.imread(str(shot))[..., ::-1].astype(int), -1, 0)
+    magenta = (red - green > 60) & (blue - green > 60)  # no globe, sky or plain material has this colour
+    assert magenta.mean() > 0.05, magenta.mean()

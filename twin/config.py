@@ -104,6 +104,11 @@ class TilesConfig:
     allow_approximate_heights: bool = False
     """Without a geoid grid, write altitudes as ellipsoidal heights (recorded in the tilesets)
     instead of stopping."""
+    max_atlas_side: int = 4096
+    """Pixels of the longest side of a tile's texture atlas (its textured surfaces' patches,
+    scaled down together when they do not fit); 4096 is what every WebGL device can load."""
+    jpeg_quality: int = 85
+    """JPEG quality (1-100) of the texture atlases."""
 
     def __post_init__(self) -> None:
         _require(self.max_features_per_tile >= 1, "tiles need room for at least 1 building")
@@ -111,6 +116,11 @@ class TilesConfig:
         _require(self.max_vertices_per_tile >= 1_000, "tiles need room for at least 1000 vertices")
         _require(self.building_error_m > 0, "the buildings' geometric error must be positive")
         _require(self.compression in TILE_COMPRESSIONS, f"tile compression must be one of {', '.join(TILE_COMPRESSIONS)}")
+        _require(
+            64 <= self.max_atlas_side <= 16_384 and self.max_atlas_side % 4 == 0,
+            "the texture atlas side must be a multiple of 4 within 64..16384 pixels",
+        )
+        _require(1 <= self.jpeg_quality <= 100, "JPEG quality must be within 1..100")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ smaller error per LoD (`LOD_GEOMETRIC_ERRORS`), at most half the parent's, and 0
 finest. Bounding volumes are `region`s (radians, ellipsoidal heights) computed from the
 content and grown to hold their children.
 
+Textures: a tile's buildings with `Building.textures` at the LoD the tile shows have those
+surfaces textured from one JPEG atlas per tile, at most `max_atlas_side` pixels wide and tall
+(`glb`); a tile without any textured surface is written exactly as an untextured run writes it.
+
 Heights: Lambert-93 + NGF-IGN69 (or the model's CRS) to WGS84 ellipsoidal heights through
 `twin.heights`, which refuses to work without the geoid grid unless approximate heights
 are allowed, which the tilesets' metadata then records.
@@ -43,14 +47,14 @@ import shapely
 
 from exporters import register
 from exporters.atomic import atomic_folder
-from exporters.tiles3d.glb import glb_bytes, tile_mesh
+from exporters.tiles3d.glb import SurfaceTextures, glb_bytes, tile_mesh
 from exporters.tiles3d.metadata import Property, building_properties, metadata_schema, property_table
 from exporters.tiles3d.tiling import Cell, quadtree
 from twin.config import BuildConfig, TilesConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri
 from twin.heights import HeightTransform
-from twin.model import Building, CityModel
+from twin.model import Building, CityModel, Solid
 
 TILES_DIR = "tiles"
 TILESET_FILE = "tileset.json"
@@ -238,7 +242,9 @@ def _cell_tile(cell: Cell, group, properties, heights, config: TilesConfig, fold
     error = config.building_error_m
     for depth, (lod, selection) in enumerate(chain):
         error = 0.0 if depth == len(chain) - 1 else min(_lod_error(lod), error / 2)
-        mesh = tile_mesh([b.solids(chosen) for b, chosen in zip(buildings, selection)], heights)
+        solids = [b.solids(chosen) for b, chosen in zip(buildings, selection)]
+        textures = [_surface_textures(b, chosen, own) for b, chosen, own in zip(buildings, selection, solids)]
+        mesh = tile_mesh(solids, heights, textures if any(textures) else (), config.max_atlas_side)
         uri = f"{CONTENT_DIR}/{cell.name}_lod{lod.replace('.', '')}.glb"
         data = glb_bytes(
             mesh,
@@ -246,6 +252,7 @@ def _cell_tile(cell: Cell, group, properties, heights, config: TilesConfig, fold
             lambda add_view: property_table(properties, buildings, add_view),
             schema_uri=f"../../{SCHEMA_FILE}",
             compression=config.compression,
+            jpeg_quality=config.jpeg_quality,
         )
         (folder / uri).write_bytes(data)
         region = _region(mesh.geodetic_min, mesh.geodetic_max)
@@ -259,6 +266,27 @@ def _cell_tile(cell: Cell, group, properties, heights, config: TilesConfig, fold
         parent["children"] = [child]
         parent["boundingVolume"] = {"region": _union([parent["boundingVolume"]["region"], child["boundingVolume"]["region"]])}
     return tiles[0]
+
+
+def _surface_textures(building: Building, lod: str, solids: Sequence[Solid]) -> SurfaceTextures:
+    """The building's textures at `lod` by (solid index, surface index), each checked against its surface."""
+    found = {}
+    for (texture_lod, solid_index, surface_index), texture in sorted(building.textures.items()):
+        if texture_lod != lod:
+            continue
+        if solid_index >= len(solids) or surface_index >= len(solids[solid_index].surfaces):
+            raise ValueError(f"building {building.id}: texture of LoD {lod} for surface {surface_index} of solid "
+                             f"{solid_index}, which does not exist")
+        image = texture.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"building {building.id}: the texture of LoD {lod}, solid {solid_index}, surface "
+                             f"{surface_index} is not an RGB image of bytes ({image.dtype} {image.shape})")
+        rings = solids[solid_index].surfaces[surface_index].rings
+        if [len(uv) for uv in texture.uv] != [len(ring) for ring in rings]:
+            raise ValueError(f"building {building.id}: the texture of LoD {lod}, solid {solid_index}, surface "
+                             f"{surface_index} has texture coordinates for other rings than the surface's")
+        found[(solid_index, surface_index)] = texture
+    return found
 
 
 def _lod_chain(buildings: Sequence[Building]) -> list[tuple[str, list[str]]]:

@@ -3,6 +3,13 @@
 - Geometry: every surface triangulated in its own plane (reconstruction.triangulate), with
   its own vertices and one normal, so roofs and walls stay flat-shaded; one primitive per
   surface kind (roofs, walls, ground), each with its material.
+- Textures: the textured surfaces of a tile (whatever their kind) form one more primitive,
+  whose vertices carry TEXCOORD_0 into one JPEG atlas per tile (exporters.texture_atlas),
+  embedded in the GLB. Its material is unlit (KHR_materials_unlit, optional): aerial images
+  already hold the sun's light and shadows, and lighting them again darkens every face turned
+  from the light twice; viewers without the extension fall back to the same texture as a
+  rough, non-metallic PBR material. A tile without textured surfaces is written exactly as
+  before.
 - Placement: vertices converted to WGS84 earth-centred coordinates (ECEF) through the
   geoid-aware `HeightTransform`, stored relative to the tile's centre, which the node's
   translation holds. glTF is y-up and 3D Tiles rotates y-up content to its z-up frame, so
@@ -13,7 +20,8 @@
 - Compression: "quantize" stores positions as 16-bit integers on a grid the node's scale
   and translation undo, and normals as 8-bit (KHR_mesh_quantization); "meshopt" quantizes,
   reorders vertices and triangles for meshoptimizer, then stores vertex and index data
-  compressed (EXT_meshopt_compression, decoded by CesiumJS).
+  compressed (EXT_meshopt_compression, decoded by CesiumJS). Texture coordinates become
+  normalized 16-bit integers (1/16 of a texel of a 4096-pixel atlas).
 
 pygltflib builds the glTF document and writes its JSON. The GLB container (a 12-byte
 header and two chunks) is framed here, because pygltflib's GLB writer re-packs every
@@ -25,15 +33,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import cv2
 import meshopt
 import numpy as np
 import pygltflib as gltf
 
+from exporters.texture_atlas import pack_atlas
 from reconstruction.triangulate import triangulate_surface
 from twin.heights import HeightTransform, geodetic_to_ecef
-from twin.model import Solid, SurfaceKind
+from twin.model import Solid, SurfaceKind, SurfaceTexture
 
 ARRAY_BUFFER = 34962
 ELEMENT_ARRAY_BUFFER = 34963
@@ -45,13 +55,17 @@ KIND_COLOURS = {  # linear RGBA base colours
     str(SurfaceKind.GROUND): [0.30, 0.30, 0.30, 1.0],
 }
 OTHER_COLOUR = [0.70, 0.70, 0.70, 1.0]
+TEXTURED = "textured"
+"""The group (primitive and material) of the textured surfaces, after the surface kinds."""
+LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE = 9729, 9987, 33071
 
 PropertyTableWriter = Callable[[Callable[[bytes, int], int]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class TileMesh:
-    """The triangles of a tile's buildings, grouped by surface kind, with geodetic bounds."""
+    """The triangles of a tile's buildings, grouped by surface kind (and the textured surfaces
+    in a group of their own), with geodetic bounds and the texture atlas."""
 
     kinds: tuple[str, ...]
     ecef: tuple[np.ndarray, ...]  # per kind: (n, 3) float64 vertices
@@ -60,20 +74,46 @@ class TileMesh:
     triangles: tuple[np.ndarray, ...]  # per kind: (t, 3) vertex indices
     geodetic_min: np.ndarray  # longitude, latitude (degrees), height (m)
     geodetic_max: np.ndarray
+    texcoords: tuple[np.ndarray | None, ...] = ()  # per kind: (n, 2) atlas coordinates, glTF's v down; None untextured
+    atlas: np.ndarray | None = None  # (h, w, 3) RGB uint8 when a surface is textured
 
 
-def tile_mesh(buildings: Sequence[Sequence[Solid]], heights: HeightTransform) -> TileMesh:
-    """The mesh of a tile whose feature i is made of the solids `buildings[i]`."""
-    surfaces = [(feature, surface) for feature, solids in enumerate(buildings) for solid in solids for surface in solid.surfaces]
-    convex_quads = _convex_quads([surface for _, surface in surfaces])
+SurfaceTextures = Mapping[tuple[int, int], SurfaceTexture]
+"""A building's textured surfaces at the LoD shown: (solid index, surface index) -> texture."""
+
+
+def tile_mesh(
+    buildings: Sequence[Sequence[Solid]],
+    heights: HeightTransform,
+    textures: Sequence[SurfaceTextures] = (),
+    max_atlas_side: int = 4096,
+) -> TileMesh:
+    """The mesh of a tile whose feature i is made of the solids `buildings[i]`, the surfaces
+    in `textures[i]` (when given) textured from an atlas no larger than `max_atlas_side`."""
+    surfaces = [
+        (feature, surface, textures[feature].get((solid_index, surface_index)) if textures else None)
+        for feature, solids in enumerate(buildings)
+        for solid_index, solid in enumerate(solids)
+        for surface_index, surface in enumerate(solid.surfaces)
+    ]
+    convex_quads = _convex_quads([surface for _, surface, _ in surfaces])
     pieces: dict[str, list[tuple[np.ndarray, np.ndarray, int]]] = {}
-    for index, (feature, surface) in enumerate(surfaces):
+    patches: list[np.ndarray] = []
+    patch_uvs: list[np.ndarray] = []  # per patch: the uv of the surface's ring vertices, in order
+    for index, (feature, surface, texture) in enumerate(surfaces):
         if index in convex_quads:
             vertices, triangles = surface.rings[0], QUAD_TRIANGLES
         else:
-            vertices, triangles = triangulate_surface(surface)
-        if len(triangles):
+            vertices, triangles = triangulate_surface(surface)  # the rings' vertices, in order
+        if not len(triangles):
+            continue
+        if texture is None:
             pieces.setdefault(str(surface.kind), []).append((vertices, triangles, feature))
+        else:
+            pieces.setdefault(TEXTURED, []).append((vertices, triangles, feature))
+            patches.append(texture.image)
+            # Clipped so that no vertex reaches past its patch's edge padding into a neighbour.
+            patch_uvs.append(np.clip(np.concatenate(texture.uv), 0.0, 1.0))
     kinds = sorted(pieces, key=_kind_rank)
     counts = [sum(len(v) for v, _, _ in pieces[k]) for k in kinds]
     model_xyz = np.concatenate([v for k in kinds for v, _, _ in pieces[k]])
@@ -99,9 +139,18 @@ def tile_mesh(buildings: Sequence[Sequence[Solid]], heights: HeightTransform) ->
         normals.append(np.repeat(surface_normals, counts_per_surface, axis=0))
         features.append(np.repeat([f for _, _, f in pieces[kind]], counts_per_surface))
         triangle_sets.append(triangles)
+    if not patches:
+        return TileMesh(
+            tuple(kinds), tuple(ecef), tuple(normals), tuple(features), tuple(triangle_sets),
+            geodetic.min(axis=0), geodetic.max(axis=0),
+        )
+    atlas = pack_atlas(patches, max_atlas_side)
+    atlas_uv = np.concatenate([atlas.to_atlas(i, uv) for i, uv in enumerate(patch_uvs)])
+    gltf_uv = np.column_stack([atlas_uv[:, 0], 1.0 - atlas_uv[:, 1]])  # glTF's v runs down from the top
+    texcoords = tuple(gltf_uv if kind == TEXTURED else None for kind in kinds)
     return TileMesh(
         tuple(kinds), tuple(ecef), tuple(normals), tuple(features), tuple(triangle_sets),
-        geodetic.min(axis=0), geodetic.max(axis=0),
+        geodetic.min(axis=0), geodetic.max(axis=0), texcoords, atlas.image,
     )
 
 
@@ -124,6 +173,8 @@ def _convex_quads(surfaces) -> set[int]:
 
 def _kind_rank(kind: str) -> tuple[int, str]:
     order = [str(k) for k in KIND_ORDER]
+    if kind == TEXTURED:
+        return (len(order) + 1, kind)
     return (order.index(kind) if kind in order else len(order), kind)
 
 
@@ -174,8 +225,12 @@ def _pad_to(data: bytearray, alignment: int) -> int:
     return len(data)
 
 
-def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, schema_uri: str, compression: str) -> bytes:
-    """The .glb of `mesh`, whose features are described by the property table `table` writes."""
+def glb_bytes(
+    mesh: TileMesh, feature_count: int, table: PropertyTableWriter, schema_uri: str, compression: str,
+    jpeg_quality: int = 85,
+) -> bytes:
+    """The .glb of `mesh`, whose features are described by the property table `table` writes;
+    its texture atlas, if any, stored as a JPEG of `jpeg_quality`."""
     quantized = compression in ("quantize", "meshopt")
     buffers = _Buffers(meshopt_fallback=compression == "meshopt")
     origin = np.mean([v.mean(axis=0) for v in mesh.ecef], axis=0) if mesh.ecef else np.zeros(3)
@@ -192,13 +247,17 @@ def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, sc
     materials: list[gltf.Material] = []
     primitives = []
     feature_type = gltf.UNSIGNED_BYTE if feature_count <= 255 else gltf.UNSIGNED_SHORT
-    for kind, positions, normals, features, triangles in zip(
-        mesh.kinds, local, mesh.normals, mesh.feature_ids, mesh.triangles
+    texcoord_sets = mesh.texcoords or (None,) * len(mesh.kinds)
+    for kind, positions, normals, features, texcoords, triangles in zip(
+        mesh.kinds, local, mesh.normals, mesh.feature_ids, texcoord_sets, mesh.triangles
     ):
         normals = _y_up(normals)
+        vertex_data = [positions, normals, features] + ([texcoords] if texcoords is not None else [])
         if compression == "meshopt":
-            triangles, positions, normals, features = _reordered(triangles, positions, normals, features)
-        attribute_views = _vertex_arrays(positions, normals, features, quantized, grid_min, step, feature_type)
+            triangles, *vertex_data = _reordered(triangles, *vertex_data)
+        attribute_views = _vertex_arrays(*vertex_data[:3], quantized, grid_min, step, feature_type)
+        if texcoords is not None:
+            attribute_views["TEXCOORD_0"] = _texcoord_array(vertex_data[3], quantized)
         attributes = {}
         for semantic, (array, component_type, accessor_type, normalized) in attribute_views.items():
             view = _add_vertex_view(buffers, array, compression)
@@ -221,14 +280,16 @@ def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, sc
             view = buffers.add(indices.tobytes(), 4, target=ELEMENT_ARRAY_BUFFER)
         component = gltf.UNSIGNED_SHORT if index_type is np.uint16 else gltf.UNSIGNED_INT
         accessors.append(gltf.Accessor(bufferView=view, componentType=component, count=len(indices), type=gltf.SCALAR))
-        materials.append(gltf.Material(
+        materials.append(_textured_material() if texcoords is not None else gltf.Material(
             name=kind,
             pbrMetallicRoughness=gltf.PbrMetallicRoughness(
                 baseColorFactor=KIND_COLOURS.get(kind, OTHER_COLOUR), metallicFactor=0.0, roughnessFactor=1.0
             ),
         ))
         primitive = gltf.Primitive(
-            attributes=gltf.Attributes(POSITION=attributes["POSITION"], NORMAL=attributes["NORMAL"]),
+            attributes=gltf.Attributes(
+                POSITION=attributes["POSITION"], NORMAL=attributes["NORMAL"], TEXCOORD_0=attributes.get("TEXCOORD_0")
+            ),
             indices=len(accessors) - 1,
             material=len(materials) - 1,
             extensions={"EXT_mesh_features": {"featureIds": [
@@ -238,6 +299,16 @@ def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, sc
         setattr(primitive.attributes, "_FEATURE_ID_0", attributes["_FEATURE_ID_0"])
         primitives.append(primitive)
 
+    textures: dict[str, Any] = {}
+    if mesh.atlas is not None:
+        image_view = buffers.add(_jpeg(mesh.atlas, jpeg_quality), 4)
+        textures = {
+            "images": [gltf.Image(bufferView=image_view, mimeType="image/jpeg")],
+            "samplers": [gltf.Sampler(
+                magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR, wrapS=CLAMP_TO_EDGE, wrapT=CLAMP_TO_EDGE
+            )],
+            "textures": [gltf.Texture(sampler=0, source=0)],
+        }
     property_table = table(lambda data, alignment: buffers.add(data, alignment))
     used = ["EXT_mesh_features", "EXT_structural_metadata"]
     required = []
@@ -247,6 +318,8 @@ def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, sc
     if compression == "meshopt":
         used.append("EXT_meshopt_compression")
         required.append("EXT_meshopt_compression")
+    if mesh.atlas is not None:
+        used.append("KHR_materials_unlit")
     document = gltf.GLTF2(
         asset=gltf.Asset(version="2.0", generator="twin"),
         scene=0,
@@ -260,8 +333,38 @@ def glb_bytes(mesh: TileMesh, feature_count: int, table: PropertyTableWriter, sc
         extensionsUsed=used,
         extensionsRequired=required or [],
         extensions={"EXT_structural_metadata": {"schemaUri": schema_uri, "propertyTables": [property_table]}},
+        **textures,
     )
     return _glb(document.gltf_to_json(separators=(",", ":"), indent=None).encode("utf-8"), bytes(buffers.binary))
+
+
+def _textured_material() -> gltf.Material:
+    return gltf.Material(
+        name=TEXTURED,
+        pbrMetallicRoughness=gltf.PbrMetallicRoughness(
+            baseColorTexture=gltf.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=1.0
+        ),
+        extensions={"KHR_materials_unlit": {}},
+    )
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    """Baseline JPEG with optimised Huffman tables (smaller, still lossless on top of the quantisation)."""
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 1],
+    )
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape[1]} x {image.shape[0]} texture atlas as JPEG")
+    return encoded.tobytes()
+
+
+def _texcoord_array(texcoords: np.ndarray, quantized: bool):
+    """TEXCOORD_0 as (array, component type, accessor type, normalized): float, or with
+    KHR_mesh_quantization normalized unsigned shorts."""
+    if not quantized:
+        return (texcoords.astype(np.float32), gltf.FLOAT, gltf.VEC2, False)
+    return (np.rint(texcoords.clip(0.0, 1.0) * 65535).astype(np.uint16), gltf.UNSIGNED_SHORT, gltf.VEC2, True)
 
 
 def _vertex_arrays(positions, normals, features, quantized, grid_min, step, feature_type):
@@ -295,13 +398,13 @@ def _add_vertex_view(buffers: _Buffers, array: np.ndarray, compression: str) -> 
     return buffers.add(array.tobytes(), 4, byteStride=stride, target=ARRAY_BUFFER)
 
 
-def _reordered(triangles, positions, normals, features):
+def _reordered(triangles, *vertex_arrays):
     """Triangles in vertex-cache order and vertices in first-use order, as meshoptimizer compresses best."""
     indices, remap, unique = meshopt.reorder_mesh(triangles.reshape(-1).astype(np.uint32), True, False)
     order = np.empty(unique, dtype=np.int64)
     used = remap < unique
     order[remap[used]] = np.nonzero(used)[0]
-    return indices.reshape(-1, 3), positions[order], normals[order], features[order]
+    return (indices.reshape(-1, 3), *(array[order] for array in vertex_arrays))
 
 
 def _y_up(xyz: np.ndarray) -> np.ndarray:
