@@ -1,0 +1,274 @@
+"""Textures from oriented images: camera choice by visibility, patches against the true
+surface pattern, the textured CityJSON (schema, cjio), budgets and determinism.
+
+The scene is drawn here: a few buildings in Lambert-93 coordinates, five aerial cameras
+(nadir and four obliques), and images rendered by ray casting with a colour that is a known
+function of the world position and the surface kind, so that a patch can be compared with
+what it should show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import open3d as o3d
+import pytest
+import shapely
+
+from reconstruction.extrude import Plane, RoofFace, extrude_faces, extrude_flat
+from reconstruction.texturing import texture_buildings
+from reconstruction.triangulate import triangulate_surface
+from twin.config import TextureConfig
+from twin.imagery.camera import FrameCamera, Intrinsics, look_at
+from twin.model import Building, SurfaceKind, Status
+
+ORIGIN = np.array([652000.0, 6861000.0, 0.0])  # Lambert-93 magnitudes, where float32 would fail
+KIND_BLUE = {SurfaceKind.ROOF: 200.0, SurfaceKind.WALL: 70.0, SurfaceKind.GROUND: 0.0}
+
+
+def true_colour(world: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """RGB (n, 3) float of the scene's surfaces: smooth stripes of a few metres, blue by kind."""
+    local = world - ORIGIN
+    red = 128 + 100 * np.sin(1.3 * local[:, 0] + 0.4 * local[:, 2])
+    green = 128 + 100 * np.sin(1.1 * local[:, 1] + 0.9 * local[:, 2])
+    blue = np.array([KIND_BLUE[SurfaceKind(k)] for k in kinds]) if len(kinds) else np.zeros(0)
+    return np.column_stack([red, green, blue])
+
+
+def _building(building_id: str, solid) -> Building:
+    footprint = shapely.Polygon(solid.surfaces[0].rings[0][:, :2])
+    return Building(building_id, footprint, Status.BUILT, "", {}, {"2.2": solid, "1.2": solid})
+
+
+def _at(polygon: shapely.Polygon) -> shapely.Polygon:
+    return shapely.affinity.translate(polygon, ORIGIN[0], ORIGIN[1])
+
+
+def scene_buildings() -> list[Building]:
+    """A tall block with a lower neighbour against it (a shared wall), a courtyard block and
+    a gabled house."""
+    gable = [
+        RoofFace(_at(shapely.box(-30, 0, -18, 4)), Plane(ORIGIN[0] - 30, ORIGIN[1], 6.0, 0.0, 0.5)),
+        RoofFace(_at(shapely.box(-30, 4, -18, 8)), Plane(ORIGIN[0] - 30, ORIGIN[1] + 8, 6.0, 0.0, -0.5)),
+    ]
+    courtyard = shapely.box(30, 0, 50, 20).difference(shapely.box(38, 8, 42, 12))
+    return [
+        _building("A-tall", extrude_flat(_at(shapely.box(0, 0, 10, 8)), 0.0, 9.0)),
+        _building("B-low", extrude_flat(_at(shapely.box(10, 0, 18, 8)), 0.0, 5.0)),
+        _building("C-court", extrude_flat(_at(courtyard), 0.0, 12.0)),
+        _building("D-gable", extrude_faces(gable, 0.0)),
+    ]
+
+
+def scene_cameras() -> list[FrameCamera]:
+    target = ORIGIN + np.array([10.0, 10.0, 3.0])
+    intrinsics = Intrinsics(900, 700, 1100.0, 1100.0, 449.5, 349.5, k1=-0.05, k2=0.01)
+    cameras = [FrameCamera("nadir", intrinsics, target + [0.5, 0.3, 160.0], look_at(target + [0.5, 0.3, 160.0], target))]
+    for name, direction in (("east", (1, 0)), ("north", (0, 1)), ("south", (0, -1)), ("west", (-1, 0))):
+        center = target + np.array([direction[0] * 95.0, direction[1] * 95.0, 110.0])
+        cameras.append(FrameCamera(f"oblique-{name}", intrinsics, center, look_at(center, target)))
+    return cameras
+
+
+def ray_scene(buildings: list[Building]) -> tuple[o3d.t.geometry.RaycastingScene, np.ndarray]:
+    """The buildings on flat ground in local coordinates (relative to ORIGIN), and each
+    triangle's surface kind."""
+    vertices, triangles, kinds, offset = [], [], [], 0
+    for building in buildings:
+        for surface in building.lods["2.2"].surfaces:
+            v, t = triangulate_surface(surface)
+            vertices.append(v - ORIGIN)
+            triangles.append(t + offset)
+            kinds += [str(surface.kind)] * len(t)
+            offset += len(v)
+    ground = np.array([[-500, -500, 0], [500, -500, 0], [500, 500, 0], [-500, 500, 0]], float)
+    vertices.append(ground)
+    triangles.append(np.array([[0, 1, 2], [0, 2, 3]]) + offset)
+    kinds += [str(SurfaceKind.GROUND)] * 2
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(
+        o3d.core.Tensor(np.concatenate(vertices).astype(np.float32)),
+        o3d.core.Tensor(np.concatenate(triangles).astype(np.uint32)),
+    )
+    return scene, np.array(kinds)
+
+
+def cast(scene, camera: FrameCamera, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    origins = np.broadcast_to(camera.center - ORIGIN, directions.shape)
+    hits = scene.cast_rays(o3d.core.Tensor(np.hstack([origins, directions]).astype(np.float32)))
+    return hits["t_hit"].numpy().astype(float), hits["primitive_ids"].numpy().astype(np.int64)
+
+
+def render(buildings: list[Building], camera: FrameCamera) -> np.ndarray:
+    """The camera's RGB image of the buildings on flat ground, by casting one ray per pixel."""
+    scene, kinds = ray_scene(buildings)
+    width, height = camera.intrinsics.width, camera.intrinsics.height
+    columns, rows = np.meshgrid(np.arange(width), np.arange(height))
+    directions = camera.rays(np.column_stack([columns.ravel(), rows.ravel()]).astype(float))
+    distance, primitive = cast(scene, camera, directions)
+    seen = np.isfinite(distance)
+    colour = np.zeros((len(directions), 3))
+    world = camera.center + directions[seen] * distance[seen, None]
+    colour[seen] = true_colour(world, kinds[primitive[seen]])
+    return np.clip(colour, 0, 255).round().astype(np.uint8).reshape(height, width, 3)
+
+
+def seen_share(buildings: list[Building], camera: FrameCamera, world: np.ndarray) -> float:
+    """Share of the world points that the camera sees (nothing in front of them, on the image)."""
+    scene, _ = ray_scene(buildings)
+    to_points = world - camera.center
+    distance = np.linalg.norm(to_points, axis=1)
+    hit, _ = cast(scene, camera, to_points / distance[:, None])
+    pixels, depth = camera.project(world)
+    return float(np.mean((hit > distance - 0.05) & (depth > 0) & camera.inside(pixels)))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    buildings = scene_buildings()
+    cameras = scene_cameras()
+    images = {camera.name: render(buildings, camera) for camera in cameras}
+    return buildings, cameras, images
+
+
+@pytest.fixture(scope="module")
+def textured(scene):
+    buildings, cameras, images = scene
+    return texture_buildings(buildings, cameras, images, TextureConfig())
+
+
+def patch_world_points(building: Building, key, texture) -> np.ndarray:
+    """World points (h*w, 3) of a patch's pixel centres, from the affine map that takes the
+    surface's vertices to their texture coordinates (fitted here, independently of the code)."""
+    lod, solid_index, surface_index = key
+    surface = building.solids(lod)[solid_index].surfaces[surface_index]
+    xyz = np.concatenate(surface.rings)
+    uv = np.concatenate(texture.uv)
+    design = np.column_stack([uv, np.ones(len(uv))])
+    affine, *_ = np.linalg.lstsq(design, xyz, rcond=None)
+    assert np.abs(design @ affine - xyz).max() < 1e-6, "texture coordinates are not an affine map of the surface"
+    height, width = texture.image.shape[:2]
+    u, v = np.meshgrid(np.linspace(0, 1, width), np.linspace(1, 0, height))
+    return np.column_stack([u.ravel(), v.ravel(), np.ones(u.size)]) @ affine
+
+
+def patch_error(building: Building, key, texture) -> float:
+    """Median absolute difference (grey levels) between the patch and the true pattern."""
+    surface = building.solids(key[0])[key[1]].surfaces[key[2]]
+    world = patch_world_points(building, key, texture)
+    truth = true_colour(world, np.array([str(surface.kind)] * len(world)))
+    inside = shapely.contains_xy(
+        shapely.Polygon(_plane_coordinates(surface.rings[0], surface)).buffer(-0.2),
+        *_plane_coordinates(world, surface).T,
+    )
+    return float(np.median(np.abs(texture.image.reshape(-1, 3)[inside].astype(float) - truth[inside])))
+
+
+def _plane_coordinates(points: np.ndarray, surface) -> np.ndarray:
+    from reconstruction.geometry import surface_normal
+
+    normal = surface_normal(surface)
+    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    relative = points - surface.rings[0][0]
+    return np.column_stack([relative @ u, relative @ v])
+
+
+def test_every_textured_surface_shows_its_true_pattern(textured):
+    buildings, report = textured
+    assert report.textured >= 20
+    for building in buildings:
+        for key, texture in building.textures.items():
+            assert patch_error(building, key, texture) < 12.0, (building.id, key, texture.source)
+
+
+def test_every_texture_comes_from_a_camera_that_sees_its_surface(scene, textured):
+    buildings, cameras, _ = scene
+    by_name = {c.name: c for c in cameras}
+    for building in textured[0]:
+        for key, texture in building.textures.items():
+            world = patch_world_points(building, key, texture)
+            surface = building.solids(key[0])[key[1]].surfaces[key[2]]
+            normal = np.cross(*(surface.rings[0][1:3] - surface.rings[0][0]))
+            lifted = world + 0.02 * normal / np.linalg.norm(normal)  # off the surface, towards its outside
+            assert seen_share(buildings, by_name[texture.source], lifted) >= 0.6, (building.id, key, texture.source)
+
+
+def test_roofs_and_outer_walls_are_textured_and_ground_never(textured):
+    buildings, report = textured
+    by_id = {b.id: b for b in buildings}
+    for building in buildings:
+        for lod in ("1.2", "2.2"):
+            surfaces = building.solids(lod)[0].surfaces
+            for index, surface in enumerate(surfaces):
+                if surface.kind == SurfaceKind.GROUND:
+                    assert (lod, 0, index) not in building.textures
+                if surface.kind == SurfaceKind.ROOF:
+                    assert (lod, 0, index) in building.textures, (building.id, lod, index)
+    court = by_id["C-court"].lods["2.2"]
+    outer_walls = [
+        i for i, s in enumerate(court.surfaces)
+        if s.kind == SurfaceKind.WALL and not _at(shapely.box(37, 7, 43, 13)).contains(
+            shapely.Point(s.rings[0][:, :2].mean(axis=0)))
+    ]
+    assert outer_walls and all(("2.2", 0, i) in by_id["C-court"].textures for i in outer_walls)
+    assert report.textured + report.unseen == report.surfaces
+
+
+def test_hidden_walls_are_not_textured(textured):
+    """The low neighbour's wall against the tall block is inside it; the tall block's wall
+    above the neighbour shows less than the minimum share; the courtyard's walls are seen
+    too obliquely or only in part by every camera."""
+    buildings, _ = textured
+    by_id = {b.id: b for b in buildings}
+    courtyard = _at(shapely.box(38, 8, 42, 12))
+
+    def walls_on(building_id, predicate):
+        solid = by_id[building_id].lods["2.2"]
+        return [i for i, s in enumerate(solid.surfaces) if s.kind == SurfaceKind.WALL and predicate(s.rings[0])]
+
+    at_x10 = lambda ring: np.allclose(ring[:, 0], ORIGIN[0] + 10.0)  # noqa: E731
+    in_courtyard = lambda ring: courtyard.buffer(0.01).contains(shapely.MultiPoint(ring[:, :2]))  # noqa: E731
+    hidden = [("B-low", i) for i in walls_on("B-low", at_x10)] + [("A-tall", i) for i in walls_on("A-tall", at_x10)]
+    hidden += [("C-court", i) for i in walls_on("C-court", in_courtyard)]
+    assert len(hidden) == 6
+    for building_id, index in hidden:
+        assert ("2.2", 0, index) not in by_id[building_id].textures, (building_id, index)
+
+
+def test_each_wall_takes_the_camera_that_faces_it(textured):
+    buildings, _ = textured
+    house = next(b for b in buildings if b.id == "D-gable")
+    for key, texture in house.textures.items():
+        surface = house.lods[key[0]].surfaces[key[2]]
+        normal = np.cross(surface.rings[0][1] - surface.rings[0][0], surface.rings[0][2] - surface.rings[0][1])
+        if surface.kind == SurfaceKind.WALL and abs(normal[1]) > abs(normal[0]):
+            assert texture.source == ("oblique-north" if normal[1] > 0 else "oblique-south")
+        if surface.kind == SurfaceKind.WALL and abs(normal[0]) > abs(normal[1]):
+            assert texture.source == ("oblique-east" if normal[0] > 0 else "oblique-west")
+
+
+def test_patches_keep_within_the_budget_and_side_cap(scene):
+    buildings, cameras, images = scene
+    config = TextureConfig(budget_px_per_building=20_000, max_patch_side_px=96)
+    result, _ = texture_buildings(buildings, cameras, images, config)
+    for building in result:
+        for lod in config.lods:
+            patches = [t.image for k, t in building.textures.items() if k[0] == lod]
+            # each side rounds up by at most one pixel and a patch has at least 2 x 2
+            assert sum(p.shape[0] * p.shape[1] for p in patches) <= 1.2 * config.budget_px_per_building
+            assert all(max(p.shape[:2]) <= config.max_patch_side_px for p in patches)
+
+
+def test_texturing_is_deterministic_and_independent_of_camera_order(scene, textured):
+    buildings, cameras, images = scene
+    again, report = texture_buildings(buildings, list(reversed(cameras)), images, TextureConfig())
+    assert report == textured[1]
+    for first, second in zip(textured[0], again):
+        assert first.textures.keys() == second.textures.keys()
+        for key in first.textures:
+            assert first.textures[key].source == second.textures[key].source
+            assert np.array_equal(first.textures[key].image, second.textures[key].image)
