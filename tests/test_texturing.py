@@ -9,20 +9,26 @@ what it should show.
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
+import json
+import subprocess
+import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
+import pyproj
 import pytest
 import shapely
 
+from exporters.cityjson import CITYJSON_FILE, write_cityjson_file
 from reconstruction.extrude import Plane, RoofFace, extrude_faces, extrude_flat
 from reconstruction.texturing import texture_buildings
 from reconstruction.triangulate import triangulate_surface
 from twin.config import TextureConfig
 from twin.imagery.camera import FrameCamera, Intrinsics, look_at
-from twin.model import Building, SurfaceKind, Status
+from twin.model import Building, CityModel, SurfaceKind, Status
+from tests.helpers import cityjson_validators, schema_errors
 
 ORIGIN = np.array([652000.0, 6861000.0, 0.0])  # Lambert-93 magnitudes, where float32 would fail
 KIND_BLUE = {SurfaceKind.ROOF: 200.0, SurfaceKind.WALL: 70.0, SurfaceKind.GROUND: 0.0}
@@ -272,3 +278,71 @@ def test_texturing_is_deterministic_and_independent_of_camera_order(scene, textu
         for key in first.textures:
             assert first.textures[key].source == second.textures[key].source
             assert np.array_equal(first.textures[key].image, second.textures[key].image)
+
+
+@pytest.fixture(scope="module")
+def textured_cityjson(textured, tmp_path_factory):
+    """The textured scene written as CityJSON: (model, file, files written)."""
+    model = CityModel(tuple(textured[0]), pyproj.CRS("EPSG:5698"), {"title": "textured scene"})
+    path = tmp_path_factory.mktemp("textured") / CITYJSON_FILE
+    return model, path, write_cityjson_file(model, path, TextureConfig(buildings_per_atlas=3))
+
+
+def test_textured_cityjson_validates_and_points_into_its_atlases(textured_cityjson, validators_dir):
+    model, path, written = textured_cityjson
+    document = json.loads(path.read_text())
+    file_validator, _ = cityjson_validators(validators_dir / "cityjson-2.0")
+    assert schema_errors(file_validator, document) == []
+    appearance = document["appearance"]
+    assert len(appearance["textures"]) == 2  # 4 textured buildings, 3 per atlas
+    assert [path.parent / t["image"] for t in appearance["textures"]] == written[1:]
+    assert all(t["type"] == "JPG" for t in appearance["textures"])
+    uv = np.array(appearance["vertices-texture"])
+    atlases = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in written[1:]]
+    for building in model.buildings:
+        for geometry in document["CityObjects"][building.id]["geometry"]:
+            lod, values = geometry["lod"], geometry["texture"]["aerial"]["values"][0]
+            assert len(values) == len(geometry["boundaries"][0])
+            for index, (rings, boundary) in enumerate(zip(values, geometry["boundaries"][0])):
+                texture = building.textures.get((lod, 0, index))
+                if texture is None:
+                    assert rings == [[None]] * len(boundary)
+                    continue
+                assert [len(r) for r in rings] == [len(b) + 1 for b in boundary]
+                # the patch's centre, looked up through the atlas coordinates of its corners
+                atlas = atlases[rings[0][0]]
+                corners = uv[rings[0][1:]]
+                centre_uv = (corners.min(axis=0) + corners.max(axis=0)) / 2
+                height, width = atlas.shape[:2]
+                column, row = centre_uv[0] * width - 0.5, (1 - centre_uv[1]) * height - 0.5
+                patch = texture.image
+                expected = patch[patch.shape[0] // 2, patch.shape[1] // 2].astype(float)
+                # the bounding box centre of the uv corners is the patch's centre pixel, up to half a pixel
+                found = atlas[int(round(row)), int(round(column))].astype(float)
+                assert np.abs(found - expected).max() < 40, (building.id, lod, index)
+
+
+def test_textured_cityjson_loads_in_cjio(textured_cityjson, tmp_path):
+    _, path, _ = textured_cityjson
+    cjio = Path(sys.executable).with_name("cjio")
+    info = subprocess.run([cjio, path, "info", "--long"], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "textures" in info.stdout.lower()
+    saved = tmp_path / "copy.city.json"
+    copied = subprocess.run([cjio, path, "textures_locate", "save", saved], capture_output=True, text=True)
+    assert copied.returncode == 0, copied.stderr
+    assert "buildings.textures" in copied.stdout
+
+
+def test_textured_cityjson_is_byte_identical_when_written_again(textured_cityjson, tmp_path):
+    model, path, written = textured_cityjson
+    again = write_cityjson_file(model, tmp_path / CITYJSON_FILE, TextureConfig(buildings_per_atlas=3))
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in written]
+
+
+def test_cityjson_without_textures_writes_no_texture_folder(scene, tmp_path):
+    buildings, _, _ = scene
+    model = CityModel(tuple(buildings), pyproj.CRS("EPSG:5698"), {})
+    written = write_cityjson_file(model, tmp_path / CITYJSON_FILE)
+    assert written == [tmp_path / CITYJSON_FILE] and "appearance" not in json.loads(written[0].read_text())
+    assert not (tmp_path / "buildings.textures").exists()
