@@ -245,45 +245,69 @@ def _choose_cameras(
     cameras: Sequence[FrameCamera],
     config: TextureConfig,
 ) -> dict[int, _Choice]:
-    """Per face index, the best camera that sees enough of it."""
+    """Per face index, the best camera that sees enough of it.
+
+    Each camera first keeps the faces whose bounding sphere reaches its image and whose
+    front it may see, so that the rays of a camera go only to the faces near its view (what
+    keeps a region's thousands of images from testing every face)."""
     samples = np.concatenate([f.samples for f in faces])
-    sample_face = np.repeat(np.arange(len(faces)), [len(f.samples) for f in faces])
-    sample_normal = np.array([f.normal for f in faces])[sample_face]
-    sample_count = np.bincount(sample_face, minlength=len(faces))
-    vertices = np.concatenate([f.vertices for f in faces])
-    vertex_face = np.repeat(np.arange(len(faces)), [len(f.vertices) for f in faces])
+    sample_count = np.array([len(f.samples) for f in faces])
+    sample_start = np.concatenate([[0], np.cumsum(sample_count)[:-1]])
+    normals = np.array([f.normal for f in faces])
+    centres = np.array([f.vertices.mean(axis=0) for f in faces])
+    radii = np.array([np.linalg.norm(f.vertices - c, axis=1).max() for f, c in zip(faces, centres)])
     origin = np.floor(samples.min(axis=0))
     scene = _scene(buildings, lod, origin)
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     best: dict[int, _Choice] = {}
     for camera_index, camera in enumerate(cameras):
-        to_camera = camera.center - samples
-        distance = np.linalg.norm(to_camera, axis=1)
-        cosine = np.einsum("ij,ij->i", to_camera, sample_normal) / distance
-        pixels, depth = camera.project(samples)
-        candidate = (cosine >= min_cos) & (depth > 0) & camera.inside(pixels, IMAGE_MARGIN_PX)
-        vertex_pixels, vertex_depth = camera.project(vertices)
-        vertex_off = ~((vertex_depth > 0) & camera.inside(vertex_pixels, IMAGE_MARGIN_PX))
-        face_off = np.bincount(vertex_face, weights=vertex_off, minlength=len(faces)) > 0
-        candidate &= ~face_off[sample_face]
-        if not candidate.any():
+        near = _faces_in_view(camera, centres, radii, normals)
+        if len(near) == 0:
             continue
-        index = np.flatnonzero(candidate)
-        directions = -to_camera[index] / distance[index, None]
-        rays = np.hstack([np.broadcast_to(camera.center - origin, (len(index), 3)), directions]).astype(np.float32)
-        hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
-        seen = np.zeros(len(samples), bool)
-        seen[index] = hit >= distance[index] - config.depth_tolerance_m
-        seen_count = np.bincount(sample_face, weights=seen, minlength=len(faces))
-        share = seen_count / sample_count
+        face_vertices = [faces[f].vertices for f in near]
+        vertex_pixels, vertex_depth = camera.project(np.concatenate(face_vertices))
+        vertex_on = (vertex_depth > 0) & camera.inside(vertex_pixels, IMAGE_MARGIN_PX)
+        vertex_face = np.repeat(np.arange(len(near)), [len(v) for v in face_vertices])
+        near = near[np.bincount(vertex_face, weights=~vertex_on, minlength=len(near)) == 0]
+        if len(near) == 0:
+            continue
+        counts = sample_count[near]
+        local_face = np.repeat(np.arange(len(near)), counts)
+        index = np.repeat(sample_start[near] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        points = samples[index]
+        to_camera = camera.center - points
+        distance = np.linalg.norm(to_camera, axis=1)
+        cosine = np.einsum("ij,ij->i", to_camera, normals[near][local_face]) / distance
+        pixels, depth = camera.project(points)
+        candidate = (cosine >= min_cos) & (depth > 0) & camera.inside(pixels, IMAGE_MARGIN_PX)
+        rays = np.hstack([np.broadcast_to(camera.center - origin, points.shape), -to_camera / distance[:, None]])
+        hit = scene.cast_rays(o3d.core.Tensor(rays[candidate].astype(np.float32)))["t_hit"].numpy()
+        seen = np.zeros(len(points), bool)
+        seen[candidate] = hit >= distance[candidate] - config.depth_tolerance_m
+        share = np.bincount(local_face, weights=seen, minlength=len(near)) / counts
         focal = math.sqrt(camera.intrinsics.fx * camera.intrinsics.fy)
-        mean_cos = np.bincount(sample_face, weights=cosine, minlength=len(faces)) / sample_count
-        gsd = np.bincount(sample_face, weights=depth, minlength=len(faces)) / sample_count / focal
-        for f in np.flatnonzero(share >= config.min_visible_share):
-            score = float(share[f] * mean_cos[f] / gsd[f])
-            if f not in best or score > best[f].score:  # cameras come sorted by name: ties keep the first
-                best[int(f)] = _Choice(camera_index, score, float(gsd[f] / mean_cos[f]))
+        mean_cos = np.bincount(local_face, weights=cosine, minlength=len(near)) / counts
+        gsd = np.bincount(local_face, weights=depth, minlength=len(near)) / counts / focal
+        for k in np.flatnonzero(share >= config.min_visible_share):
+            face, score = int(near[k]), float(share[k] * mean_cos[k] / gsd[k])
+            if face not in best or score > best[face].score:  # cameras come sorted by name: ties keep the first
+                best[face] = _Choice(camera_index, score, float(gsd[k] / mean_cos[k]))
     return best
+
+
+def _faces_in_view(camera: FrameCamera, centres: np.ndarray, radii: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Indices of the faces whose bounding sphere may reach the image, in front of the
+    camera, with their front side towards it."""
+    facing = np.einsum("ij,ij->i", camera.center - centres, normals) > -radii
+    pixels, depth = camera.project(centres)
+    reach = radii * max(camera.intrinsics.fx, camera.intrinsics.fy) / np.maximum(depth, 1e-9)
+    width, height = camera.intrinsics.width, camera.intrinsics.height
+    with np.errstate(invalid="ignore"):
+        on_image = (
+            (pixels[:, 0] >= -reach) & (pixels[:, 0] <= width + reach)
+            & (pixels[:, 1] >= -reach) & (pixels[:, 1] <= height + reach)
+        )
+    return np.flatnonzero(facing & (depth + radii > 0) & on_image)
 
 
 def _patch_sizes(faces: Sequence[_Face], choices: Mapping[int, _Choice], config: TextureConfig) -> dict[int, tuple[int, int]]:

@@ -346,3 +346,29 @@ def test_cityjson_without_textures_writes_no_texture_folder(scene, tmp_path):
     written = write_cityjson_file(model, tmp_path / CITYJSON_FILE)
     assert written == [tmp_path / CITYJSON_FILE] and "appearance" not in json.loads(written[0].read_text())
     assert not (tmp_path / "buildings.textures").exists()
+
+
+def _sample_camera(image: str | None, crs: str = "EPSG:2154") -> FrameCamera:
+    centre = np.array([668310.0, 6860380.0, 600.0])
+    intrinsics = Intrinsics(400, 300, 500.0, 500.0, 199.5, 149.5)
+    return FrameCamera("cam-1", intrinsics, centre, look_at(centre, centre - [0, 0, 500]), pyproj.CRS(crs), image)
+
+
+@pytest.mark.parametrize(
+    "image, crs, message",
+    [
+        ("missing.jpg", "EPSG:2154", "missing.jpg of camera 'cam-1' does not exist"),
+        (None, "EPSG:2154", "camera 'cam-1' names no image"),
+        ("present.jpg", "EPSG:32631", "the cameras are in WGS 84 / UTM zone 31N"),
+    ],
+)
+def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image, crs, message):
+    import twin
+    from twin.errors import InputError
+    from twin.imagery.readers import write_cameras_json
+
+    (tmp_path / "present.jpg").write_bytes(b"")
+    cameras = tmp_path / "cameras.json"
+    write_cameras_json([_sample_camera(str(tmp_path / image) if image else None, crs)], cameras)
+    with pytest.raises(InputError, match=message):
+        twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", images=cameras)
