@@ -24,7 +24,9 @@ def regenerated(tmp_path_factory):
     folders = []
     for _ in range(2):
         out = tmp_path_factory.mktemp("sample")
-        result = subprocess.run([sys.executable, "-m", "twin", "sample", "--out", str(out)], capture_output=True, text=True)
+        # Imagery is checked on its own below: rendering it twice would double this fixture's time.
+        command = [sys.executable, "-m", "twin", "sample", "--out", str(out), "--no-imagery"]
+        result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         folders.append(out)
     return folders
@@ -55,8 +57,10 @@ def test_committed_sample_is_what_the_generator_makes(regenerated, sample_dir):
 
 
 def test_sample_is_small(sample_dir):
-    total = sum(p.stat().st_size for p in sample_dir.iterdir())
+    total = sum(p.stat().st_size for p in sample_dir.iterdir() if p.is_file())
     assert total < 5_000_000
+    imagery = sum(p.stat().st_size for p in (sample_dir / "imagery").iterdir())
+    assert imagery < 3_500_000
 
 
 def test_scene_has_the_promised_buildings_and_valid_truth():
@@ -111,3 +115,69 @@ def test_footprint_defects_are_there(sample_dir):
     assert not geometries["B31"].is_valid
     assert len(geometries["B20"].geoms[0].interiors) == 1
     assert geometries["B28"].intersection(geometries["B29"]).area > 1
+
+
+@pytest.fixture(scope="module")
+def survey(sample_dir):
+    import cv2
+
+    from twin.imagery.readers import read_cameras_json
+
+    cameras = read_cameras_json(sample_dir / "imagery" / "cameras.json")
+    return cameras, [cv2.cvtColor(cv2.imread(camera.image), cv2.COLOR_BGR2RGB) for camera in cameras]
+
+
+def test_survey_has_verticals_and_obliques_that_see_every_building(survey):
+    cameras, _ = survey
+    truth_buildings = district()[0]
+    origin = np.array([*json.loads((ROOT / "sample_data" / "truth.json").read_text())["origin"], 0.0])
+    assert sum(c.name.startswith("vertical") for c in cameras) == 8
+    assert sum(c.name.startswith("oblique") for c in cameras) == 4
+    assert all(c.crs.to_epsg() == 5698 for c in cameras)
+    for building in truth_buildings:
+        roof_points = np.array([[*f.polygon.representative_point().coords[0], 0.0] for f in building.roof_faces()])
+        roof_points[:, 2] = building.roof_height(roof_points[:, 0], roof_points[:, 1])
+        seen_by = [c.name for c in cameras if c.inside(c.project(roof_points + origin)[0], margin=5).all()]
+        assert sum(name.startswith("vertical") for name in seen_by) >= 2, building.id
+        assert any(name.startswith("oblique") for name in seen_by), building.id
+
+
+def test_images_show_the_scene_pattern_where_the_cameras_say(survey):
+    """The committed images agree with their cameras: the true colour of visible scene
+    points is what the images hold at the points' projections."""
+    import open3d as o3d
+
+    from twin.sample.imagery import sample_scene
+
+    cameras, images = survey
+    buildings, trees = district()
+    scene = sample_scene(buildings, trees)
+    origin = np.array([*json.loads((ROOT / "sample_data" / "truth.json").read_text())["origin"], 0.0])
+    rng = np.random.default_rng(0)
+    for camera, image in zip(cameras, images):
+        # Points of the scene that this camera sees: hits of its own rays through random pixels.
+        pixels = np.column_stack([rng.uniform(20, camera.intrinsics.width - 20, 400), rng.uniform(20, camera.intrinsics.height - 20, 400)])
+        local_center = camera.center - origin
+        directions = camera.rays(pixels)
+        rays = np.column_stack([np.broadcast_to(local_center, directions.shape), directions]).astype(np.float32)
+        distance = scene.raycasting.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy().astype(float)
+        points = local_center + directions * distance[:, None]
+        expected = scene.colour_at(points)
+        got = image[np.round(pixels[:, 1]).astype(int), np.round(pixels[:, 0]).astype(int)].astype(float)
+        # Rounding to the nearest pixel, JPEG and sensor noise blur single pixels: compare medians.
+        assert np.median(np.abs(got - expected)) < 12, camera.name
+        shuffled = np.median(np.abs(got - expected[rng.permutation(len(expected))]))
+        assert shuffled > 2 * np.median(np.abs(got - expected)), camera.name
+
+
+def test_rendering_is_deterministic():
+    from twin.imagery.camera import FrameCamera, Intrinsics, look_at
+    from twin.sample.imagery import sample_scene
+
+    buildings, trees = district()
+    scene = sample_scene(buildings, trees)
+    center = np.array([60.0, 20.0, 120.0])
+    camera = FrameCamera("small", Intrinsics(160, 120, 200.0, 200.0, 79.5, 59.5, k1=-0.05), center, look_at(center, np.array([60.0, 80.0, 50.0])))
+    images = [scene.render(camera, np.zeros(3), np.random.default_rng(5)) for _ in range(2)]
+    assert np.array_equal(*images)
+    assert images[0].std() > 10

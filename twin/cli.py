@@ -400,11 +400,12 @@ def package_command(build_dir: Path, communes: tuple[str, ...], dest: Path, over
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sample_data"), show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (default: the one of the committed sample).")
-def sample(out_dir: Path, seed: int | None) -> None:
-    """Generate the synthetic sample district, its simulated LiDAR scan and its ground truth."""
+@click.option("--no-imagery", is_flag=True, help="Skip rendering the aerial images (the slowest part: a few minutes).")
+def sample(out_dir: Path, seed: int | None, no_imagery: bool) -> None:
+    """Generate the synthetic sample district, its simulated LiDAR scan, aerial images and ground truth."""
     from twin.sample.generate import DEFAULT_SEED, generate_sample
 
-    written = _checked(lambda: generate_sample(out_dir, DEFAULT_SEED if seed is None else seed))
+    written = _checked(lambda: generate_sample(out_dir, DEFAULT_SEED if seed is None else seed, imagery=not no_imagery))
     for path in written:
         console.print(f"wrote {path}", highlight=False)
 

@@ -7,12 +7,15 @@ Files (all deterministic for a given seed):
 - `communes.gpkg`: two communes with INSEE codes.
 - `truth.city.json`: the true buildings as CityJSON LoD2.2 solids with semantics.
 - `truth.json`: per building, the true ground height, roof heights and roof type.
+- `imagery/`: eight vertical and four oblique aerial images of the district (JPEG) and their
+  cameras (`cameras.json`, the project's camera form), unless `imagery=False`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import laspy
@@ -22,12 +25,14 @@ import pyproj
 import shapely
 from shapely import affinity
 
-from exporters.atomic import atomic_output
+from exporters.atomic import atomic_output, atomic_path
 from exporters.cityjson import write_cityjson_file
 from reconstruction.extrude import extrude_faces
 from reconstruction.geometry import solid_volume
 from twin.geodesy import compound
 from twin.model import Building, CityModel, Status
+from twin.imagery.readers import write_cameras_json
+from twin.sample.imagery import encode_jpeg, render_survey
 from twin.sample.lidar import ScanSettings, simulate_scan
 from twin.sample.scene import EXTENT, SceneBuilding, district
 
@@ -47,7 +52,7 @@ def sample_crs() -> pyproj.CRS:
     return compound(pyproj.CRS.from_epsg(2154), pyproj.CRS.from_epsg(5720))
 
 
-def generate_sample(out_dir: str | Path, seed: int = DEFAULT_SEED) -> list[Path]:
+def generate_sample(out_dir: str | Path, seed: int = DEFAULT_SEED, imagery: bool = True) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Separate random streams: the footprint defects must not depend on how many rays hit what.
@@ -61,7 +66,25 @@ def generate_sample(out_dir: str | Path, seed: int = DEFAULT_SEED) -> list[Path]
         _write_communes(out_dir / "communes.gpkg"),
         *_write_truth(out_dir, buildings, trees, offsets, seed),
     ]
+    if imagery:
+        written += _write_imagery(out_dir / "imagery", buildings, trees, seed)
     return written
+
+
+def _write_imagery(folder: Path, buildings: list[SceneBuilding], trees, seed: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    cameras, images = render_survey(buildings, trees, np.array([*ORIGIN, 0.0]), seed)
+    written, placed = [], []
+    for camera, image in zip(cameras, images):
+        path = folder / f"{camera.name}.jpg"
+        with atomic_output(path, "wb") as stream:
+            stream.write(encode_jpeg(image))
+        written.append(path)
+        placed.append(replace(camera, crs=sample_crs(), image=str(path)))
+    cameras_json = folder / "cameras.json"
+    with atomic_path(cameras_json) as temporary:
+        write_cameras_json(placed, temporary)
+    return [*written, cameras_json]
 
 
 def _to_map(geometry: shapely.Geometry) -> shapely.Geometry:
