@@ -8,6 +8,9 @@ the air), each camera is scored on a grid of sample points over the surface:
   is seen when the ray hits nothing more than `depth_tolerance_m` before it, it lies on the
   image, and the surface faces the camera within `max_view_angle_deg`. Walls shared by
   adjoining buildings and courtyard walls are hidden this way by the neighbouring solids.
+  For a generalised LoD (LOD1.2, LOD1.3), the rays are also cast against the finest LoD of
+  the buildings, whose first hit hides the sample unless it is the surface's own building
+  (a tower's LOD1.2 block is lower than the tower, which hides its neighbour's wall).
 - score = visible share x cos(viewing angle) / GSD, with the GSD the size in metres of one
   image pixel at the surface's mean depth (depth / focal length): a camera that sees all
   of the surface, head-on and close, wins. Ties go to the camera whose name sorts first.
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -219,23 +222,49 @@ def _grid_samples(polygon: shapely.Geometry, max_samples: int) -> np.ndarray:
     return points
 
 
-def _scene(buildings: Sequence[Building], lod: str, origin: np.ndarray) -> o3d.t.geometry.RaycastingScene:
-    """One Embree scene of every building's solids at `lod`, in coordinates relative to
-    `origin` (float32 cannot hold projected coordinates to the centimetre)."""
-    vertices, triangles, offset = [], [], 0
-    for building in buildings:
-        for solid in building.solids(lod):
-            for surface in solid.surfaces:
-                surface_vertices, surface_triangles = triangulate_surface(surface)
-                vertices.append(surface_vertices - origin)
-                triangles.append(surface_triangles + offset)
-                offset += len(surface_vertices)
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(
-        o3d.core.Tensor(np.concatenate(vertices).astype(np.float32)),
-        o3d.core.Tensor(np.concatenate(triangles).astype(np.uint32)),
-    )
-    return scene
+@dataclass(frozen=True, eq=False)
+class _Occluders:
+    """One Embree scene of solids, in coordinates relative to `origin` (float32 cannot hold
+    projected coordinates to the centimetre), with the building index of each triangle."""
+
+    scene: o3d.t.geometry.RaycastingScene
+    triangle_building: np.ndarray
+    origin: np.ndarray
+
+    @staticmethod
+    def of(buildings: Sequence[Building], lod_of: Callable[[Building], str | None], origin: np.ndarray) -> "_Occluders":
+        vertices, triangles, owners, offset = [np.zeros((0, 3))], [np.zeros((0, 3), np.int64)], [], 0
+        for index, building in enumerate(buildings):
+            lod = lod_of(building)
+            for solid in building.solids(lod) if lod is not None else ():
+                for surface in solid.surfaces:
+                    surface_vertices, surface_triangles = triangulate_surface(surface)
+                    vertices.append(surface_vertices - origin)
+                    triangles.append(surface_triangles + offset)
+                    owners.append(np.full(len(surface_triangles), index))
+                    offset += len(surface_vertices)
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(np.concatenate(vertices).astype(np.float32)),
+            o3d.core.Tensor(np.concatenate(triangles).astype(np.uint32)),
+        )
+        return _Occluders(scene, np.concatenate(owners) if owners else np.zeros(0, np.int64), origin)
+
+    def first_hits(self, center: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the first solid along each ray from `center`, and that solid's building (-1: none)."""
+        rays = np.hstack([np.broadcast_to(center - self.origin, directions.shape), directions]).astype(np.float32)
+        hits = self.scene.cast_rays(o3d.core.Tensor(rays))
+        distance = hits["t_hit"].numpy().astype(float)
+        primitive = hits["primitive_ids"].numpy().astype(np.int64)
+        owner = np.full(len(rays), -1)
+        hit = np.isfinite(distance)
+        owner[hit] = self.triangle_building[primitive[hit]]
+        return distance, owner
+
+
+def _finest_lod(building: Building) -> str | None:
+    lods = building.available_lods()
+    return max(lods, key=lambda lod: tuple(int(part) for part in lod.split("."))) if lods else None
 
 
 def _choose_cameras(
@@ -251,13 +280,17 @@ def _choose_cameras(
     front it may see, so that the rays of a camera go only to the faces near its view (what
     keeps a region's thousands of images from testing every face)."""
     samples = np.concatenate([f.samples for f in faces])
+    sample_building = np.concatenate([np.full(len(f.samples), f.building) for f in faces])
     sample_count = np.array([len(f.samples) for f in faces])
     sample_start = np.concatenate([[0], np.cumsum(sample_count)[:-1]])
     normals = np.array([f.normal for f in faces])
     centres = np.array([f.vertices.mean(axis=0) for f in faces])
     radii = np.array([np.linalg.norm(f.vertices - c, axis=1).max() for f, c in zip(faces, centres)])
     origin = np.floor(samples.min(axis=0))
-    scene = _scene(buildings, lod, origin)
+    same_lod = _Occluders.of(buildings, lambda b: lod, origin)
+    # A generalised LoD (a LOD1.2 block at the roof's 70th percentile) can be lower than the
+    # building really is: the neighbours' finest LoD hides what they really hide.
+    finest = _Occluders.of(buildings, _finest_lod, origin) if any(_finest_lod(b) != lod for b in buildings) else None
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     best: dict[int, _Choice] = {}
     for camera_index, camera in enumerate(cameras):
@@ -280,10 +313,15 @@ def _choose_cameras(
         cosine = np.einsum("ij,ij->i", to_camera, normals[near][local_face]) / distance
         pixels, depth = camera.project(points)
         candidate = (cosine >= min_cos) & (depth > 0) & camera.inside(pixels, IMAGE_MARGIN_PX)
-        rays = np.hstack([np.broadcast_to(camera.center - origin, points.shape), -to_camera / distance[:, None]])
-        hit = scene.cast_rays(o3d.core.Tensor(rays[candidate].astype(np.float32)))["t_hit"].numpy()
+        directions = -to_camera[candidate] / distance[candidate, None]
+        reach = distance[candidate] - config.depth_tolerance_m
+        hit, _ = same_lod.first_hits(camera.center, directions)
+        visible = hit >= reach
+        if finest is not None:
+            hit, owner = finest.first_hits(camera.center, directions)
+            visible &= (hit >= reach) | (owner == sample_building[index][candidate])
         seen = np.zeros(len(points), bool)
-        seen[candidate] = hit >= distance[candidate] - config.depth_tolerance_m
+        seen[candidate] = visible
         share = np.bincount(local_face, weights=seen, minlength=len(near)) / counts
         focal = math.sqrt(camera.intrinsics.fx * camera.intrinsics.fy)
         mean_cos = np.bincount(local_face, weights=cosine, minlength=len(near)) / counts
