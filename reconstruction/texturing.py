@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -124,13 +124,14 @@ def texture_buildings(
     """
     cameras = sorted(cameras, key=lambda c: c.name)
     textures: list[dict[TextureKey, SurfaceTexture]] = [dict(b.textures) for b in buildings]
+    occluders = _OccluderScenes(buildings)
     per_lod: dict[str, dict[str, int]] = {}
     chosen_by_lod: dict[str, tuple[list[_Face], dict[int, _Choice], dict[int, tuple[int, int]]]] = {}
     for lod in config.lods:
         faces = _faces(buildings, lod, config)
         if not faces:
             continue
-        choices = _choose_cameras(buildings, lod, faces, cameras, config)
+        choices = _choose_cameras(occluders, lod, faces, cameras, config)
         chosen_by_lod[lod] = (faces, choices, _patch_sizes(faces, choices, config))
         per_lod[lod] = {"surfaces": len(faces), "textured": len(choices), "unseen": len(faces) - len(choices)}
     used: set[str] = set()
@@ -232,10 +233,10 @@ class _Occluders:
     origin: np.ndarray
 
     @staticmethod
-    def of(buildings: Sequence[Building], lod_of: Callable[[Building], str | None], origin: np.ndarray) -> "_Occluders":
+    def of(buildings: Sequence[Building], lods: Sequence[str | None], origin: np.ndarray) -> "_Occluders":
+        """The solids of each building at its LoD in `lods` (None: none)."""
         vertices, triangles, owners, offset = [np.zeros((0, 3))], [np.zeros((0, 3), np.int64)], [], 0
-        for index, building in enumerate(buildings):
-            lod = lod_of(building)
+        for index, (building, lod) in enumerate(zip(buildings, lods)):
             for solid in building.solids(lod) if lod is not None else ():
                 for surface in solid.surfaces:
                     surface_vertices, surface_triangles = triangulate_surface(surface)
@@ -262,13 +263,29 @@ class _Occluders:
         return distance, owner
 
 
+class _OccluderScenes:
+    """The scenes of the buildings at one LoD each, built once and shared by the LoDs textured."""
+
+    def __init__(self, buildings: Sequence[Building]) -> None:
+        self.buildings = buildings
+        corners = [s.vertices().min(axis=0) for b in buildings for lod in b.available_lods() for s in b.solids(lod)]
+        self.origin = np.floor(np.min(corners, axis=0)) if corners else np.zeros(3)
+        self.finest = tuple(_finest_lod(b) for b in buildings)
+        self._scenes: dict[tuple[str | None, ...], _Occluders] = {}
+
+    def at(self, lods: tuple[str | None, ...]) -> _Occluders:
+        if lods not in self._scenes:
+            self._scenes[lods] = _Occluders.of(self.buildings, lods, self.origin)
+        return self._scenes[lods]
+
+
 def _finest_lod(building: Building) -> str | None:
     lods = building.available_lods()
     return max(lods, key=lambda lod: tuple(int(part) for part in lod.split("."))) if lods else None
 
 
 def _choose_cameras(
-    buildings: Sequence[Building],
+    occluders: _OccluderScenes,
     lod: str,
     faces: Sequence[_Face],
     cameras: Sequence[FrameCamera],
@@ -286,11 +303,12 @@ def _choose_cameras(
     normals = np.array([f.normal for f in faces])
     centres = np.array([f.vertices.mean(axis=0) for f in faces])
     radii = np.array([np.linalg.norm(f.vertices - c, axis=1).max() for f, c in zip(faces, centres)])
-    origin = np.floor(samples.min(axis=0))
-    same_lod = _Occluders.of(buildings, lambda b: lod, origin)
+    # Buildings without this LoD hide others with their finest one.
+    at_lod = tuple(lod if lod in b.available_lods() else f for b, f in zip(occluders.buildings, occluders.finest))
+    same_lod = occluders.at(at_lod)
     # A generalised LoD (a LOD1.2 block at the roof's 70th percentile) can be lower than the
     # building really is: the neighbours' finest LoD hides what they really hide.
-    finest = _Occluders.of(buildings, _finest_lod, origin) if any(_finest_lod(b) != lod for b in buildings) else None
+    finest = occluders.at(occluders.finest) if occluders.finest != at_lod else None
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     best: dict[int, _Choice] = {}
     for camera_index, camera in enumerate(cameras):
