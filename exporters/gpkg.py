@@ -9,6 +9,9 @@
   azimuth in degrees, its area and its area seen from above (`area_2d`) in m², computed
   from the geometry, and the surface's own attributes.
 
+- table `layer_styles`: QGIS's default styles for both layers (buildings coloured by
+  height above ground, roof faces by slope), which QGIS applies when the layer opens.
+
 GDAL stamps GeoPackages with the current time unless told a date; a fixed one keeps
 the file identical from run to run.
 """
@@ -16,7 +19,9 @@ the file identical from run to run.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import Counter
+from xml.sax.saxutils import quoteattr
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,6 +60,7 @@ def write_gpkg(model: CityModel, out_dir: Path) -> list[Path]:
             if faces:
                 geometries = [face.pop("geometry") for face in faces]
                 _write_layer(temporary, ROOF_FACES_LAYER, geometries, faces, "Polygon Z", model.crs.to_wkt(), append=True)
+            _write_qgis_styles(temporary, [BUILDINGS_LAYER] + ([ROOF_FACES_LAYER] if faces else []))
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
     return [path]
@@ -143,3 +149,71 @@ def _column(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     if kinds and set(kinds) == {ValueType.DATE}:
         return np.array([None if t is None else t[1] for t in typed], dtype="datetime64[D]"), mask
     return np.array([None if t is None else str(t[1]) for t in typed], dtype=object), None
+
+
+HEIGHT_CLASSES = ((0, 6, "255,255,204"), (6, 10, "161,218,180"), (10, 15, "65,182,196"), (15, 25, "44,127,184"), (25, 1000, "37,52,148"))
+"""Building height above ground (m) classes and their colours: houses, small and large
+apartment blocks, towers."""
+SLOPE_CLASSES = ((0, 5, "189,189,189"), (5, 20, "254,217,118"), (20, 35, "253,141,60"), (35, 90, "189,0,38"))
+"""Roof slope (degrees) classes: flat, low pitch, common pitch, steep."""
+STYLED_ATTRIBUTE = {BUILDINGS_LAYER: ("height_lod12", HEIGHT_CLASSES, "m"), ROOF_FACES_LAYER: ("slope", SLOPE_CLASSES, "°")}
+
+
+def _write_qgis_styles(path: Path, layers: list[str]) -> None:
+    """QGIS's `layer_styles` table, laid out as QGIS itself writes it, so QGIS applies the styles
+    by default (GDAL has no API for it, hence SQL on the GeoPackage's SQLite database)."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            connection.execute(
+                "CREATE TABLE layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), "
+                "f_table_schema TEXT(256), f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), "
+                "styleQML TEXT, styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
+                "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+            )
+            for layer in layers:
+                attribute, classes, unit = STYLED_ATTRIBUTE[layer]
+                (geometry_column,) = connection.execute(
+                    "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+                ).fetchone()
+                connection.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, "
+                    "styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                    "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '', ?)",
+                    (layer, geometry_column, f"{layer} by {attribute}", _graduated_qml(attribute, classes, unit),
+                     f"twin default: {layer} coloured by {attribute}", FIXED_DATE),
+                )
+            connection.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
+                "VALUES ('layer_styles', 'attributes', 'layer_styles', '', ?)",
+                (FIXED_DATE,),
+            )
+    finally:
+        connection.close()
+
+
+def _graduated_qml(attribute: str, classes: tuple[tuple[float, float, str], ...], unit: str) -> str:
+    """A QGIS style (QML) colouring polygons by ranges of a numeric attribute."""
+    ranges = "".join(
+        f'<range lower="{low}" upper="{high}" symbol="{n}" label={quoteattr(f"{low} – {high} {unit}" if high < 1000 else f"> {low} {unit}")} render="true"/>'
+        for n, (low, high, _) in enumerate(classes)
+    )
+    symbols = "".join(
+        f'<symbol type="fill" name="{n}" alpha="1" clip_to_extent="1" force_rhr="0">'
+        '<layer class="SimpleFill" enabled="1" pass="0" locked="0"><Option type="Map">'
+        f'<Option name="color" value="{colour},255" type="QString"/>'
+        '<Option name="outline_color" value="90,90,90,255" type="QString"/>'
+        '<Option name="outline_width" value="0.2" type="QString"/>'
+        '<Option name="outline_width_unit" value="MM" type="QString"/>'
+        '<Option name="style" value="solid" type="QString"/>'
+        "</Option></layer></symbol>"
+        for n, (_, _, colour) in enumerate(classes)
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+        '<qgis version="3.34.0" styleCategories="Symbology">'
+        f'<renderer-v2 type="graduatedSymbol" attr={quoteattr(attribute)} graduatedMethod="GraduatedColor" '
+        'symbollevels="0" enableorderby="0" forceraster="0">'
+        f"<ranges>{ranges}</ranges><symbols>{symbols}</symbols>"
+        "</renderer-v2></qgis>"
+    )

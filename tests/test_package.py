@@ -62,7 +62,9 @@ def test_one_folder_and_zip_per_commune(packages):
 def test_geopackage_is_typed_and_has_one_feature_per_building(packages):
     model, dest = packages
     path = dest / "77083/buildings.gpkg"
-    assert [tuple(layer) for layer in pyogrio.list_layers(path)] == [("buildings", "Polygon"), ("roof_faces", "Polygon Z")]
+    assert [tuple(layer) for layer in pyogrio.list_layers(path)] == [
+        ("buildings", "Polygon"), ("roof_faces", "Polygon Z"), ("layer_styles", None)
+    ]
     info = pyogrio.read_info(path, layer="buildings")
     assert info["crs"] == "EPSG:2154"
     expected = commune_buildings(model, "77083")
@@ -81,6 +83,25 @@ def test_geopackage_is_typed_and_has_one_feature_per_building(packages):
         assert geometry.equals_exact(by_id[identifier].footprint, 0.001)
         assert h_ground == pytest.approx(by_id[identifier].attributes["h_ground"])
     assert set(values[fields.index("validity_lod12")]) == {"[]"}
+
+
+def test_geopackage_carries_default_qgis_styles_for_its_layers(packages):
+    from lxml import etree
+
+    _, dest = packages
+    path = dest / "77083/buildings.gpkg"
+    _, _, _, values = pyogrio.raw.read(path, layer="layer_styles")
+    fields = list(pyogrio.read_info(path, layer="layer_styles")["fields"])
+    rows = dict(zip(values[fields.index("f_table_name")], zip(values[fields.index("styleQML")], values[fields.index("useAsDefault")])))
+    assert set(rows) == {"buildings", "roof_faces"}
+    for layer, (qml, default) in rows.items():
+        assert default == 1
+        renderer = etree.fromstring(qml.encode()).find("renderer-v2")
+        assert renderer.get("type") == "graduatedSymbol"
+        # The styled attribute is a numeric column of the layer, so QGIS can classify by it.
+        types = dict(zip(*(pyogrio.read_info(path, layer=layer)[k] for k in ("fields", "ogr_types"))))
+        assert types[renderer.get("attr")] == "OFTReal", layer
+        assert len(renderer.findall("ranges/range")) == len(renderer.findall("symbols/symbol")) >= 4
 
 
 def test_roof_faces_layer_matches_the_ground_truth(truth_model, sample_dir, tmp_path):  # noqa: F811

@@ -119,12 +119,11 @@ def test_footprint_defects_are_there(sample_dir):
 
 @pytest.fixture(scope="module")
 def survey(sample_dir):
-    import cv2
-
+    from twin.imagery.images import read_image
     from twin.imagery.readers import read_cameras_json
 
     cameras = read_cameras_json(sample_dir / "imagery" / "cameras.json")
-    return cameras, [cv2.cvtColor(cv2.imread(camera.image), cv2.COLOR_BGR2RGB) for camera in cameras]
+    return cameras, [read_image(camera.image) for camera in cameras]
 
 
 def test_survey_has_verticals_and_obliques_that_see_every_building(survey):

@@ -53,6 +53,18 @@ class Intrinsics:
     def has_distortion(self) -> bool:
         return bool(np.any(self.distortion != 0.0))
 
+    @property
+    def monotonic_radius(self) -> float:
+        """The ideal normalised radius up to which radial distortion keeps growing with the radius.
+
+        Beyond it the polynomial folds back, and points far outside the field of view would
+        land inside the image: `FrameCamera.project` gives them NaN (inf without distortion).
+        """
+        # d/dr [r (1 + k1 r^2 + k2 r^4 + k3 r^6)] = 1 + 3 k1 s + 5 k2 s^2 + 7 k3 s^3 with s = r^2.
+        roots = np.roots([7.0 * self.k3, 5.0 * self.k2, 3.0 * self.k1, 1.0])
+        squared = roots.real[(np.abs(roots.imag) < 1e-12) & (roots.real > 0)]
+        return float(np.sqrt(squared.min())) if squared.size else float("inf")
+
     def distort(self, normalised: np.ndarray) -> np.ndarray:
         """Ideal normalised coordinates (n, 2) to distorted normalised coordinates."""
         x, y = normalised[:, 0], normalised[:, 1]
@@ -134,13 +146,15 @@ class FrameCamera:
     def project(self, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points (n, 3) to pixel coordinates (n, 2) and depths along the optical axis (n,).
 
-        Points behind the camera get NaN pixel coordinates and a depth <= 0.
+        Points behind the camera get NaN pixel coordinates and a depth <= 0; so do points so
+        far off-axis that the distortion polynomial would fold them back into the image.
         """
         local = self.to_camera(world)
         depth = local[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             normalised = local[:, :2] / depth[:, None]
-        normalised[depth <= 0] = np.nan
+            beyond = np.einsum("ij,ij->i", normalised, normalised) > self.intrinsics.monotonic_radius**2
+        normalised[(depth <= 0) | beyond] = np.nan
         return self.intrinsics.normalised_to_pixels(normalised), depth
 
     def rays(self, pixels: np.ndarray) -> np.ndarray:
