@@ -384,10 +384,11 @@ def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image,
 
 
 def read_survey(sample_dir: Path):
+    from twin.imagery.images import read_image
     from twin.imagery.readers import read_cameras_json
 
     cameras = read_cameras_json(sample_dir / "imagery" / "cameras.json")
-    return cameras, {c.name: cv2.cvtColor(cv2.imread(c.image), cv2.COLOR_BGR2RGB) for c in cameras}
+    return cameras, {c.name: read_image(c.image) for c in cameras}
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +497,6 @@ def test_sample_atlases_stay_within_the_budget(sample_textured, tmp_path):
 
 
 def test_sample_build_with_images_writes_a_textured_cityjson(sample_dir, tmp_path, validators_dir):
-    pytest.importorskip("twin.imagery.images", reason="the image reader lands with the imagery readers")
     import twin
 
     out = tmp_path / "out"
@@ -510,3 +510,19 @@ def test_sample_build_with_images_writes_a_textured_cityjson(sample_dir, tmp_pat
     file_validator, _ = cityjson_validators(validators_dir / "cityjson-2.0")
     assert schema_errors(file_validator, document) == []
     assert all((out / t["image"]).is_file() for t in document["appearance"]["textures"])
+
+
+def test_an_image_of_another_size_than_its_camera_stops_the_run_naming_it(sample_dir, tmp_path):
+    import twin
+    from twin.errors import InputError
+    from twin.imagery.readers import write_cameras_json
+
+    image = tmp_path / "small.jpg"
+    cv2.imwrite(str(image), np.zeros((30, 40, 3), np.uint8))
+    cameras = tmp_path / "cameras.json"
+    write_cameras_json([_sample_camera(str(image), "EPSG:5698")], cameras)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"small\.jpg: the image is 40 x 30 pixels but camera 'cam-1'"):
+        twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", images=cameras,
+                   out_dir=out)
+    assert not (out / CITYJSON_FILE).exists()

@@ -32,6 +32,7 @@ from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
 from twin.imagery.camera import FrameCamera
+from twin.imagery.images import check_image_size, read_image
 from twin.imagery.readers import read_cameras_json
 from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
@@ -288,16 +289,9 @@ class _Imagery(Mapping[str, np.ndarray]):
         return _Imagery(str(path), cameras)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        from twin.imagery.images import read_image  # the image readers import GDAL's drivers: only for runs with images
-
         camera = self._by_name[name]
         image = read_image(camera.image)
-        expected = (camera.intrinsics.height, camera.intrinsics.width)
-        if image.shape[:2] != expected:
-            raise InputError(
-                f"{camera.image}: the image is {image.shape[1]} x {image.shape[0]} pixels but camera {name!r} of "
-                f"{self.path} is {expected[1]} x {expected[0]}; give the camera its own image, or its size"
-            )
+        check_image_size(camera, image, camera.image)
         return image
 
     def __iter__(self):
