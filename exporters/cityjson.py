@@ -17,6 +17,7 @@ shared by many features would tie them together; use CityJSON or 3D Tiles for te
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,14 +213,25 @@ class _Appearance:
         for start in range(0, len(textured), buildings_per_atlas):
             group = [(b.id, key, b.textures[key]) for b in textured[start : start + buildings_per_atlas]
                      for key in sorted(b.textures)]
-            atlas = pack_atlas([texture.image for _, _, texture in group], ATLAS_MAX_SIDE)
+            # A surface that keeps its shape across LoDs (a flat roof, a plain wall) has the same
+            # patch at each: it is packed once.
+            patches: list[np.ndarray] = []
+            unique: dict[bytes, int] = {}
+            patch_of = []
+            for _, _, texture in group:
+                key = _patch_key(texture.image)
+                if key not in unique:
+                    unique[key] = len(patches)
+                    patches.append(texture.image)
+                patch_of.append(unique[key])
+            atlas = pack_atlas(patches, ATLAS_MAX_SIDE)
             name = f"atlas_{len(appearance.atlases):04d}.jpg"
             texture_index = len(appearance.textures)
             appearance.atlases.append((name, atlas.image))
             appearance.textures.append(
                 {"type": "JPG", "image": f"{folder_name}/{name}", "wrapMode": "clamp", "textureType": "specific"}
             )
-            for patch_index, (building_id, key, texture) in enumerate(group):
+            for patch_index, (building_id, key, texture) in zip(patch_of, group):
                 rings = []
                 for uv in texture.uv:
                     ring = []
@@ -243,6 +255,10 @@ class _Appearance:
         if all(ring == [None] for surface in shell for ring in surface):
             return None
         return [shell]
+
+
+def _patch_key(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest() + repr(image.shape).encode()
 
 
 def _city_objects(building: Building, vertex_index: _VertexIndex, appearance: _Appearance) -> dict[str, Any]:
