@@ -501,7 +501,7 @@ def test_sample_build_with_images_writes_a_textured_cityjson(sample_dir, tmp_pat
 
     out = tmp_path / "out"
     model = twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", out_dir=out,
-                       images=sample_dir / "imagery" / "cameras.json")
+                       images=sample_dir / "imagery" / "cameras.json", formats=("cityjson", "cityjsonseq"))
     textures = model.metadata["textures"]
     assert textures["textured"] > 0.8 * textures["surfaces"]
     assert textures["images_used"] and textures["cameras"].endswith("cameras.json")
@@ -510,6 +510,8 @@ def test_sample_build_with_images_writes_a_textured_cityjson(sample_dir, tmp_pat
     file_validator, _ = cityjson_validators(validators_dir / "cityjson-2.0")
     assert schema_errors(file_validator, document) == []
     assert all((out / t["image"]).is_file() for t in document["appearance"]["textures"])
+    assert "appearance" not in (out / "buildings.city.jsonl").read_text()
+    assert any("CityJSONSeq carries no textures" in note for note in model.metadata["notes"])
 
 
 def test_an_image_of_another_size_than_its_camera_stops_the_run_naming_it(sample_dir, tmp_path):

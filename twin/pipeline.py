@@ -144,6 +144,8 @@ def build(
     if per_commune and commune_set is None:
         raise InputError("per-commune outputs need the commune polygons: pass --communes")
     imagery = _Imagery.open(Path(images), model_crs) if images is not None else None
+    if imagery is not None and "cityjsonseq" in formats:
+        notes.append("CityJSONSeq carries no textures (each line stands alone); they are in the CityJSON file's atlases")
 
     coverage = shapely.union_all([s.footprint() for s in sources])
     covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
