@@ -49,6 +49,7 @@ from twin.model import Building, SurfaceKind, SurfaceTexture, TextureKey
 TEXTURED_KINDS = (SurfaceKind.ROOF, SurfaceKind.WALL)
 MIN_SIDE_M = 0.05
 """Surfaces narrower or lower than this in their plane are slivers, not textured."""
+_NO_SAMPLES = np.empty((0, 3))
 IMAGE_MARGIN_PX = 1.0
 """Samples and vertices must project this far inside the image's edge (bilinear sampling)."""
 
@@ -126,27 +127,24 @@ def texture_buildings(
     textures: list[dict[TextureKey, SurfaceTexture]] = [dict(b.textures) for b in buildings]
     occluders = _OccluderScenes(buildings)
     per_lod: dict[str, dict[str, int]] = {}
-    chosen_by_lod: dict[str, tuple[list[_Face], dict[int, _Choice], dict[int, tuple[int, int]]]] = {}
+    jobs: dict[int, list[tuple[_Face, tuple[int, int]]]] = {}
     for lod in config.lods:
         faces = _faces(buildings, lod, config)
         if not faces:
             continue
         choices = _choose_cameras(occluders, lod, faces, cameras, config)
-        chosen_by_lod[lod] = (faces, choices, _patch_sizes(faces, choices, config))
+        sizes = _patch_sizes(faces, choices, config)
+        for i, choice in sorted(choices.items()):
+            # the sample grid was only for choosing: dropped, so that a commune's faces stay small
+            jobs.setdefault(choice.camera, []).append((replace(faces[i], samples=_NO_SAMPLES), sizes[i]))
         per_lod[lod] = {"surfaces": len(faces), "textured": len(choices), "unseen": len(faces) - len(choices)}
     used: set[str] = set()
     for camera_index, camera in enumerate(cameras):
-        jobs = [
-            (faces[i], sizes[i])
-            for faces, choices, sizes in chosen_by_lod.values()
-            for i, choice in choices.items()
-            if choice.camera == camera_index
-        ]
-        if not jobs:
+        if camera_index not in jobs:
             continue
         image = _checked_image(camera, images)
         used.add(camera.name)
-        for face, (width, height) in jobs:
+        for face, (width, height) in jobs[camera_index]:
             textures[face.building][face.key] = _cut_patch(face, camera, image, width, height)
     textured = [replace(b, textures=t) if t != dict(b.textures) else b for b, t in zip(buildings, textures)]
     return textured, TexturingReport(per_lod, tuple(sorted(used)))
@@ -199,9 +197,9 @@ def _face(building: int, key: TextureKey, rings: Sequence[np.ndarray], normal: n
     if polygon.area <= 0:
         return None
     samples_2d = _grid_samples(polygon, max_samples)
-    face = _Face(building, key, origin, u_axis, v_axis, normal, rings_2d, (umin, vmin, umax, vmax),
-                 np.concatenate(rings), np.empty((0, 3)))
-    return replace(face, samples=face.world(samples_2d[:, 0], samples_2d[:, 1]))
+    samples = origin + samples_2d[:, :1] * u_axis + samples_2d[:, 1:] * v_axis
+    return _Face(building, key, origin, u_axis, v_axis, normal, rings_2d, (umin, vmin, umax, vmax),
+                 np.concatenate(rings), samples)
 
 
 def _grid_samples(polygon: shapely.Geometry, max_samples: int) -> np.ndarray:
