@@ -70,7 +70,7 @@ def scene_buildings() -> list[Building]:
 
 def scene_cameras() -> list[FrameCamera]:
     target = ORIGIN + np.array([10.0, 10.0, 3.0])
-    intrinsics = Intrinsics(900, 700, 1100.0, 1100.0, 449.5, 349.5, k1=-0.05, k2=0.01)
+    intrinsics = Intrinsics(600, 460, 733.0, 733.0, 299.5, 229.5, k1=-0.05, k2=0.01)
     cameras = [FrameCamera("nadir", intrinsics, target + [0.5, 0.3, 160.0], look_at(target + [0.5, 0.3, 160.0], target))]
     for name, direction in (("east", (1, 0)), ("north", (0, 1)), ("south", (0, -1)), ("west", (-1, 0))):
         center = target + np.array([direction[0] * 95.0, direction[1] * 95.0, 110.0])
@@ -392,11 +392,16 @@ def read_survey(sample_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def sample_textured(sample_build, sample_dir):
-    model, _ = sample_build
-    cameras, images = read_survey(sample_dir)
-    buildings, report = texture_buildings(list(model.buildings), cameras, images, TextureConfig())
-    return CityModel(tuple(buildings), model.crs, model.metadata), report, cameras
+def sample_textured(sample_dir, tmp_path_factory):
+    """The sample district built with its survey into CityJSON and CityJSONSeq:
+    (model, texturing counts, cameras, output folder)."""
+    import twin
+
+    out = tmp_path_factory.mktemp("sample_textured")
+    model = twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", out_dir=out,
+                       images=sample_dir / "imagery" / "cameras.json", formats=("cityjson", "cityjsonseq"))
+    cameras, _ = read_survey(sample_dir)
+    return model, model.metadata["textures"], cameras, out
 
 
 @pytest.fixture(scope="module")
@@ -412,10 +417,10 @@ def test_sample_patches_show_the_true_surface_pattern(sample_textured, sample_tr
     """Each patch against the district's true colours at the patch pixels' world points (inside
     the surface): close to them, and much closer than to the same colours shuffled (a wrong
     image or a wrong place would be as far off as the shuffle)."""
-    model, report, _ = sample_textured
+    model, counts, _, _ = sample_textured
     scene, origin = sample_truth
     rng = np.random.default_rng(1)
-    assert report.textured / report.surfaces > 0.8
+    assert counts["textured"] / counts["surfaces"] > 0.8
     errors, shuffled_errors = [], []
     for building in model.buildings:
         for key, texture in sorted(building.textures.items()):
@@ -442,7 +447,7 @@ def test_sample_textures_come_from_cameras_that_see_the_surface(sample_textured,
     towards the patch's points, reaches them (not a neighbour in front), trees apart (they
     are not in the model, so texturing cannot know them)."""
     from twin.sample.imagery import _TREE
-    model, _, cameras = sample_textured
+    model, _, cameras, _ = sample_textured
     scene, origin = sample_truth
     by_name = {c.name: c for c in cameras}
     for building in model.buildings:
@@ -464,7 +469,7 @@ def test_sample_textures_come_from_cameras_that_see_the_surface(sample_textured,
 
 def test_sample_shared_walls_are_not_textured(sample_textured):
     """Walls between adjoining buildings lie inside the neighbour: no camera sees them."""
-    model, _, _ = sample_textured
+    model, _, _, _ = sample_textured
     footprints = [b.footprint for b in model.buildings]
     checked = 0
     for building in model.buildings:
@@ -484,7 +489,7 @@ def test_sample_shared_walls_are_not_textured(sample_textured):
 
 
 def test_sample_atlases_stay_within_the_budget(sample_textured, tmp_path):
-    model, _, _ = sample_textured
+    model, _, _, _ = sample_textured
     config = TextureConfig()
     for building in model.buildings:
         for lod in config.lods:
@@ -496,16 +501,12 @@ def test_sample_atlases_stay_within_the_budget(sample_textured, tmp_path):
         assert max(height, width) <= 4096
 
 
-def test_sample_build_with_images_writes_a_textured_cityjson(sample_dir, tmp_path, validators_dir):
-    import twin
-
-    out = tmp_path / "out"
-    model = twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", out_dir=out,
-                       images=sample_dir / "imagery" / "cameras.json", formats=("cityjson", "cityjsonseq"))
-    textures = model.metadata["textures"]
-    assert textures["textured"] > 0.8 * textures["surfaces"]
-    assert textures["images_used"] and textures["cameras"].endswith("cameras.json")
+def test_sample_build_with_images_writes_a_textured_cityjson(sample_textured, validators_dir):
+    model, textures, _, out = sample_textured
+    assert textures["textured"] + textures["seen_by_no_image"] == textures["surfaces"]
+    assert len(textures["images_used"]) == 12 and textures["cameras"].endswith("cameras.json")
     assert json.loads((out / "summary.json").read_text())["textures"]["textured"] == textures["textured"]
+    assert json.loads((out / "metadata.json").read_text())["textures"] == textures
     document = json.loads((out / CITYJSON_FILE).read_text())
     file_validator, _ = cityjson_validators(validators_dir / "cityjson-2.0")
     assert schema_errors(file_validator, document) == []
