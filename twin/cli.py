@@ -397,6 +397,61 @@ def package_command(build_dir: Path, communes: tuple[str, ...], dest: Path, over
         console.print(f"wrote {path}", highlight=False)
 
 
+@main.command(
+    epilog="""\b
+Examples:
+  twin match --cameras sample_data/imagery/cameras.json --footprints sample_data/footprints.gpkg \\
+             --height-range 45 90 --out points.laz
+  twin match --cameras cams.json --images-dir photos/ --footprints bati.gpkg --height-range 30 120 \\
+             --pairs IMG_1:IMG_2,IMG_2:IMG_3 --scale 0.5 --out points.laz
+  twin build --points points.laz --footprints bati.gpkg --out out/
+"""
+)
+@click.option("--cameras", "cameras_path", required=True, type=click.Path(path_type=Path),
+              help="Camera orientations: twin-cameras JSON, an OpenSfM/ODM reconstruction.json, an orthority "
+                   "GeoJSON or an omega-phi-kappa / roll-pitch-yaw table.")
+@click.option("--interior", type=click.Path(path_type=Path),
+              help="Interior orientation (YAML or JSON) for orientation files that do not hold it.")
+@click.option("--crs", help="World CRS of the orientations when their file does not name it, e.g. EPSG:2154.")
+@click.option("--images-dir", type=click.Path(path_type=Path),
+              help="Folder of the images [default: the paths given in the camera file].")
+@click.option("--footprints", required=True, type=click.Path(path_type=Path),
+              help="Building footprints (any OGR format), to label building points.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output LAZ (or LAS) file.")
+@click.option("--pairs", default="auto", show_default=True,
+              help="Image pairs to match: auto (overlap and base-to-height ratio decide) or NAME1:NAME2,NAME3:NAME4.")
+@click.option("--height-range", nargs=2, type=float, required=True, metavar="ZMIN ZMAX",
+              help="Lowest terrain and highest roof of the scene, in the cameras' CRS heights; bounds the matching.")
+@click.option("--scale", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
+              help="Match the images resized by this factor (faster, coarser).")
+@click.option("--spacing", type=click.FloatRange(0.01, 10.0), default=0.25, show_default=True,
+              help="Point spacing in metres of the output (one averaged point per cube of this side).")
+@click.option("--id-field", help="Footprint field holding unique building ids.")
+@click.option("--layer", help="Layer of the footprint file, when it has several.")
+def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, height_range, scale, spacing, id_field,
+          layer) -> None:
+    """Dense points from overlapping oriented images, labelled ground / building / other.
+
+    Writes a LAS 1.4 file (point format 7, with colours and the cameras' CRS) that
+    `twin build --points` takes.
+    """
+    from twin.photogrammetry import run_match
+
+    summary = _checked(lambda: run_match(
+        cameras_path, footprints, out, images_dir=images_dir, pairs=pairs, height_range=height_range, scale=scale,
+        spacing=spacing, id_field=id_field, layer=layer, interior=interior, crs=crs,
+    ))
+    counts = ", ".join(f"{n:,} {_CLASS_NAMES.get(c, c)}" for c, n in sorted(summary.class_counts.items()))
+    console.print(
+        f"{len(summary.pairs)} image pairs matched in {summary.seconds:.1f} s: {summary.points:,} points ({counts})",
+        highlight=False,
+    )
+    console.print(f"wrote {summary.path}", highlight=False)
+
+
+_CLASS_NAMES = {1: "other", 2: "ground", 6: "building"}
+
+
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sample_data"), show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (default: the one of the committed sample).")

@@ -1,0 +1,208 @@
+"""`twin match`: a labelled point cloud from overlapping oriented images.
+
+Reads the cameras and their images, matches the chosen pairs densely
+(reconstruction.stereo), keeps the points another pair confirms, labels them ground,
+building or other with the footprints (reconstruction.labels) and writes a LAS 1.4
+point format 7 file with colours, in the cameras' CRS, that `twin build` reads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import laspy
+import numpy as np
+import pyproj
+import shapely
+
+from exporters.atomic import atomic_output
+from reconstruction.labels import LabelSettings, label_points
+from reconstruction.stereo import (
+    MatchSettings, consistent_across_pairs, match_pair, rectify_pair, select_pairs, thin,
+)
+from twin.errors import InputError
+from twin.geodesy import horizontal_part
+from twin.imagery.camera import FrameCamera
+from twin.imagery.images import check_image_size, read_image
+from twin.imagery.readers import load_cameras
+from twin.inputs.footprints import read_footprints
+
+FIXED_CREATION_DATE = datetime.date(2000, 1, 1)
+DEFAULT_SPACING = 0.25
+"""Output point spacing (m): about the ground sampling distance of aerial surveys."""
+
+
+@dataclass(frozen=True)
+class MatchSummary:
+    path: Path
+    points: int
+    pairs: tuple[tuple[str, str], ...]
+    points_per_pair: tuple[int, ...]
+    class_counts: dict[int, int]
+    seconds: float
+
+
+def match_images(
+    cameras: Sequence[FrameCamera],
+    images: Sequence[np.ndarray | None],
+    height_range: tuple[float, float],
+    pairs: Sequence[tuple[int, int]],
+    scale: float = 1.0,
+    tolerance: float | None = None,
+    settings: MatchSettings = MatchSettings(),
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Points (n, 3) and colours (n, 3) of the image `pairs` (camera indices) that pass the
+    cross-pair check, and the points each pair gave before it.
+
+    `tolerance` (m) is how close another pair's point must be to confirm one: by default
+    three ground sampling distances of the matched images at the scene's mid height.
+    """
+    if tolerance is None:
+        tolerance = 3.0 * _ground_sampling_distance([cameras[i] for pair in pairs for i in pair], height_range) / scale
+    clouds, colours = [], []
+    for first, second in pairs:
+        rectified = rectify_pair(cameras[first], cameras[second], scale)
+        points = match_pair(rectified, images[first], images[second], height_range, settings)
+        clouds.append(points.xyz)
+        colours.append(points.rgb)
+    kept = consistent_across_pairs(clouds, [(cameras[a], cameras[b]) for a, b in pairs], tolerance)
+    xyz = np.vstack([c[k] for c, k in zip(clouds, kept)])
+    rgb = np.vstack([c[k] for c, k in zip(colours, kept)])
+    return xyz, rgb, [len(c) for c in clouds]
+
+
+def _ground_sampling_distance(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> float:
+    mid = float(np.mean(height_range))
+    return float(np.mean([abs(c.center[2] - mid) / np.mean([c.intrinsics.fx, c.intrinsics.fy]) for c in cameras]))
+
+
+def auto_pairs(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> list[tuple[int, int]]:
+    pairs = [(c.first, c.second) for c in select_pairs(list(cameras), height_range)]
+    if not pairs:
+        raise InputError(
+            "no two images overlap enough to be matched (30 % of their ground footprints, base-to-height 0.1-1, "
+            "views within 30 degrees); check the cameras and --height-range"
+        )
+    return pairs
+
+
+def labelled_points(
+    cameras: Sequence[FrameCamera],
+    images: Sequence[np.ndarray | None],
+    footprints: Sequence[shapely.Polygon],
+    height_range: tuple[float, float],
+    pairs: Sequence[tuple[int, int]],
+    scale: float = 1.0,
+    spacing: float = DEFAULT_SPACING,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Points (n, 3), colours (n, 3) and ASPRS classes (n,) of the matched `pairs`, one
+    averaged point per cube of side `spacing`, and the points each pair gave before."""
+    xyz, rgb, per_pair = match_images(cameras, images, height_range, pairs, scale)
+    xyz, rgb = thin(xyz, rgb, spacing)
+    return xyz, rgb, label_points(xyz, list(footprints), LabelSettings()), per_pair
+
+
+def run_match(
+    cameras_path: str | Path,
+    footprints: str | Path,
+    out: str | Path,
+    height_range: tuple[float, float],
+    images_dir: str | Path | None = None,
+    pairs: str = "auto",
+    scale: float = 1.0,
+    spacing: float = DEFAULT_SPACING,
+    id_field: str | None = None,
+    layer: str | None = None,
+    interior: str | Path | None = None,
+    crs: str | None = None,
+) -> MatchSummary:
+    """Matches the images of `cameras_path` and writes the labelled points to `out` (LAZ or LAS).
+
+    `cameras_path` is any orientation file `load_cameras` reads; `interior` and `crs` are
+    what some of them need (interior parameters, the world CRS of a table).
+    """
+    started = time.perf_counter()
+    cameras_path, out = Path(cameras_path), Path(out)
+    cameras = load_cameras(cameras_path, interior=interior, crs=crs, image_dir=images_dir)
+    crs = _common_crs(cameras, cameras_path)
+    footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
+    if footprint_set.crs is not None and not horizontal_part(footprint_set.crs).equals(horizontal_part(crs)):
+        raise InputError(
+            f"{footprints} is in {footprint_set.crs.name} but the cameras of {cameras_path} are in {crs.name}; "
+            "reproject the footprints to the cameras' CRS (e.g. with ogr2ogr -t_srs)"
+        )
+    polygons = [f.polygon for f in footprint_set.footprints]
+    low, high = sorted(float(h) for h in height_range)
+    if not high > low:
+        raise InputError(f"--height-range {low} {high}: the highest height must exceed the lowest")
+    chosen = _parse_pairs(pairs, cameras, cameras_path) or auto_pairs(cameras, (low, high))
+    images: list[np.ndarray | None] = [None] * len(cameras)
+    for index in sorted({i for pair in chosen for i in pair}):
+        path = _image_path(cameras[index], images_dir, cameras_path)
+        images[index] = read_image(path)
+        check_image_size(cameras[index], images[index], path)
+    xyz, rgb, classes, per_pair = labelled_points(cameras, images, polygons, (low, high), chosen, scale, spacing)
+    if len(xyz) == 0:
+        raise InputError(f"{cameras_path}: the images gave no points; check the orientations and --height-range")
+    write_points_laz(out, xyz, rgb, classes, crs)
+    names = tuple((cameras[a].name, cameras[b].name) for a, b in chosen)
+    counts = {int(c): int(n) for c, n in zip(*np.unique(classes, return_counts=True))}
+    return MatchSummary(out, len(xyz), names, tuple(per_pair), counts, time.perf_counter() - started)
+
+
+def _common_crs(cameras: Sequence[FrameCamera], path: Path) -> pyproj.CRS:
+    crs = {c.crs.to_wkt() if c.crs is not None else None for c in cameras}
+    if None in crs or len(crs) != 1:
+        raise InputError(f"{path}: the cameras must share one CRS to give a point cloud in it")
+    return cameras[0].crs
+
+
+def _image_path(camera: FrameCamera, images_dir: str | Path | None, cameras_path: Path) -> Path:
+    if camera.image is None:
+        raise InputError(f"{cameras_path}: camera {camera.name!r} names no image; add its \"image\"")
+    if images_dir is None:
+        return Path(camera.image)
+    return Path(images_dir) / Path(camera.image).name
+
+
+def _parse_pairs(text: str, cameras: Sequence[FrameCamera], path: Path) -> list[tuple[int, int]] | None:
+    """None for "auto", else the pairs of "NAME1:NAME2,NAME3:NAME4" as camera indices."""
+    if text.strip().lower() == "auto":
+        return None
+    index = {c.name: i for i, c in enumerate(cameras)}
+    pairs = []
+    for item in text.split(","):
+        names = [n.strip() for n in item.split(":")]
+        if len(names) != 2 or names[0] == names[1]:
+            raise InputError(f"--pairs {text!r}: give 'auto' or pairs of two different camera names, e.g. A:B,B:C")
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise InputError(f"--pairs: no camera {unknown[0]!r} in {path}")
+        pairs.append((index[names[0]], index[names[1]]))
+    return pairs
+
+
+def write_points_laz(path: Path, xyz: np.ndarray, rgb: np.ndarray, classes: np.ndarray, crs: pyproj.CRS) -> Path:
+    """LAS 1.4 point format 7 (RGB) with the CRS in the header; compressed when `path` ends in .laz."""
+    header = laspy.LasHeader(point_format=7, version="1.4")
+    header.offsets = np.floor(xyz.min(axis=0))
+    header.scales = np.array([0.001, 0.001, 0.001])
+    header.add_crs(crs)
+    # laspy writes today's date when none is set, and LAS has no "unknown" date: a fixed
+    # one keeps the file byte-identical for the same inputs.
+    header.creation_date = FIXED_CREATION_DATE
+    header.generating_software = "twin match"
+    header.system_identifier = "twin dense image matching"
+    points = laspy.ScaleAwarePointRecord.zeros(len(xyz), header=header)
+    points.x, points.y, points.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    points.classification = classes
+    # LAS colours are 16-bit: 8-bit values times 257 map 255 to 65535.
+    points.red, points.green, points.blue = (rgb[:, k].astype(np.uint16) * 257 for k in range(3))
+    with atomic_output(path, "wb") as stream:
+        with laspy.LasWriter(stream, header, do_compress=path.suffix.lower() == ".laz", closefd=False) as writer:
+            writer.write_points(points)
+    return path
