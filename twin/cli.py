@@ -166,7 +166,8 @@ Examples:
               help="Keep the manifest, finished units and run report here; a run started again resumes from it.")
 @click.option("--per-commune", is_flag=True, help="Write the outputs per commune, in <out>/<INSEE code>/ (needs --communes).")
 @click.option("--images", type=click.Path(path_type=Path),
-              help="Camera file (twin-cameras JSON) of oriented aerial images: roofs and walls get textures cut "
+              help="Camera file of oriented aerial images (twin-cameras JSON or an OpenSfM/ODM reconstruction.json, "
+                   "with their interior orientation): roofs and walls get textures cut "
                    "from the images that see them best (CityJSON: JPEG atlases in buildings.textures/; "
                    "CityJSONSeq carries none).")
 @click.option("--texture-budget", type=int, default=262_144, show_default=True,

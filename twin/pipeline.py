@@ -33,7 +33,7 @@ from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
 from twin.imagery.camera import FrameCamera
 from twin.imagery.images import check_image_size, read_image
-from twin.imagery.readers import read_cameras_json
+from twin.imagery.readers import load_cameras
 from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import PointSource, joined, open_sources, read_file
@@ -115,7 +115,8 @@ def build(
     The run is cut into units (`execution`): with `execution.work_dir`, finished units
     are kept there and a run started again skips them.
 
-    With `images` (a camera file, twin-cameras JSON, whose cameras name their images), the
+    With `images` (a camera file in a form `twin.imagery.readers.load_cameras` reads, whose
+    cameras carry their interior orientation and name their images), the
     roof and wall surfaces get textures cut from the images that see them best
     (`config.textures`); the metadata's `textures` records the counts and the images used.
     """
@@ -274,7 +275,7 @@ class _Imagery(Mapping[str, np.ndarray]):
     @staticmethod
     def open(path: Path, model_crs) -> "_Imagery":
         """Reads the camera file and checks, before the long part of the run, that every image exists."""
-        cameras = read_cameras_json(path)
+        cameras = load_cameras(path)
         for camera in cameras:
             if camera.crs is not None and not horizontal_part(camera.crs).equals(horizontal_part(model_crs)):
                 raise InputError(
