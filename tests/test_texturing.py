@@ -511,6 +511,17 @@ def test_sample_build_with_images_writes_a_textured_cityjson(sample_textured, va
     file_validator, _ = cityjson_validators(validators_dir / "cityjson-2.0")
     assert schema_errors(file_validator, document) == []
     assert all((out / t["image"]).is_file() for t in document["appearance"]["textures"])
+    # every textured surface, of buildings and of their parts, and only those, has texture values
+    for building in model.buildings:
+        objects = [(building.id, None)] + [(part.id, part) for part in building.parts]
+        found = set()
+        for object_id, part in objects:
+            for geometry in document["CityObjects"][object_id].get("geometry", []):
+                lod = geometry["lod"]
+                solid_index = 0 if part is None else [p for p in building.parts if lod in p.lods].index(part)
+                values = geometry.get("texture", {}).get("aerial", {}).get("values", [[]])[0]
+                found |= {(lod, solid_index, i) for i, rings in enumerate(values) if rings[0][0] is not None}
+        assert found == set(building.textures), building.id
     assert "appearance" not in (out / "buildings.city.jsonl").read_text()
     assert any("CityJSONSeq carries no textures" in note for note in model.metadata["notes"])
 
