@@ -174,6 +174,8 @@ def _faces(buildings: Sequence[Building], lod: str, config: TextureConfig) -> li
 
 
 def _face(building: int, key: TextureKey, rings: Sequence[np.ndarray], normal: np.ndarray, max_samples: int) -> _Face | None:
+    if not np.any(normal):  # a surface without area
+        return None
     horizontal = np.cross([0.0, 0.0, 1.0], normal)
     if np.linalg.norm(horizontal) > 1e-3:
         u_axis = horizontal / np.linalg.norm(horizontal)

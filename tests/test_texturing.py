@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -540,3 +541,21 @@ def test_an_image_of_another_size_than_its_camera_stops_the_run_naming_it(sample
         twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", images=cameras,
                    out_dir=out)
     assert not (out / CITYJSON_FILE).exists()
+
+
+def test_degenerate_surfaces_are_skipped_not_fatal(scene):
+    """A sliver and a surface without area (as a broken input could give) keep a plain material."""
+    from twin.model import Solid, Surface
+
+    buildings, cameras, images = scene
+    tall = buildings[0]
+    solid = tall.lods["2.2"]
+    corner = solid.surfaces[0].rings[0][0]
+    flat = Surface((np.array([corner, corner + [1, 0, 0], corner + [2, 0, 0]]),), SurfaceKind.WALL)
+    sliver = Surface((np.array([corner, corner + [3, 0, 0], corner + [3, 0, 0.01], corner + [0, 0, 0.01]]),),
+                     SurfaceKind.WALL)
+    broken = replace(tall, lods={"2.2": Solid(solid.surfaces + (flat, sliver))})
+    result, report = texture_buildings([broken, *buildings[1:]], cameras, images, TextureConfig(lods=("2.2",)))
+    count = len(solid.surfaces)
+    assert ("2.2", 0, count) not in result[0].textures and ("2.2", 0, count + 1) not in result[0].textures
+    assert ("2.2", 0, 1) in result[0].textures
