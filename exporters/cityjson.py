@@ -5,46 +5,97 @@ solid share vertex indices (which is what makes the solid closed for readers). E
 building is a `Building` with one `Solid` per LoD and `BuildingPart` children for
 LoDs that split it into parts. The CityJSONSeq writer streams one `CityJSONFeature`
 per building, each with its own vertex list.
+
+Textured surfaces (`Building.textures`, from `twin build --images`) go into the CityJSON
+file's `appearance`, theme "aerial": their patches are packed into JPEG atlases of at most
+`TextureConfig.buildings_per_atlas` buildings each, in a folder beside the file
+(`buildings.textures/atlas_0000.jpg`...), and each solid's `texture` gives, per ring, the
+atlas and the ring's texture coordinates (`[null]` for a surface without texture).
+CityJSONSeq carries no textures: its lines are meant to stand alone, and a texture file
+shared by many features would tie them together; use CityJSON or 3D Tiles for textures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
+import cv2
 import numpy as np
 
 from exporters import register
-from exporters.atomic import atomic_output
+from exporters.atomic import atomic_output, is_temporary
+from exporters.texture_atlas import pack_atlas
 from twin.attributes import json_value
+from twin.config import BuildConfig, TextureConfig
 from twin.geodesy import crs_uri
-from twin.model import Building, CityModel, Solid
+from twin.model import Building, CityModel, Solid, TextureKey
 
 SCALE = 0.001
 CITYJSON_FILE = "buildings.city.json"
 CITYJSONSEQ_FILE = "buildings.city.jsonl"
+TEXTURE_THEME = "aerial"
+ATLAS_MAX_SIDE = 4096
+"""Widest atlas: what every WebGL and desktop viewer loads."""
+UV_DIGITS = 6
+"""Texture coordinates are rounded to this many decimals (a 4096 px atlas needs 4)."""
 
 
-@register("cityjson", "CityJSON 2.0, one file (buildings.city.json)")
-def write_cityjson(model: CityModel, out_dir: Path) -> list[Path]:
-    path = out_dir / CITYJSON_FILE
-    write_cityjson_file(model, path)
-    return [path]
+@register("cityjson", "CityJSON 2.0, one file (buildings.city.json)", uses_config=True)
+def write_cityjson(model: CityModel, out_dir: Path, config: BuildConfig = BuildConfig()) -> list[Path]:
+    return write_cityjson_file(model, out_dir / CITYJSON_FILE, config.textures)
 
 
-def write_cityjson_file(model: CityModel, path: Path) -> None:
+def write_cityjson_file(model: CityModel, path: Path, textures: TextureConfig = TextureConfig()) -> list[Path]:
+    """Writes the file and, when buildings have textures, its atlases; returns the files written."""
+    folder = texture_folder(path)
+    document, atlases = cityjson_document(model, folder.name, textures)
+    written = []
+    for name, image in atlases:
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, textures.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding of the texture atlas {name} failed")
+        with atomic_output(folder / name, "wb") as stream:
+            stream.write(encoded.tobytes())
+        written.append(folder / name)
+    _remove_stale_atlases(folder, {p.name for p in written})
     with atomic_output(path) as stream:
-        json.dump(cityjson_document(model), stream, separators=(",", ":"), ensure_ascii=False)
+        json.dump(document, stream, separators=(",", ":"), ensure_ascii=False)
+    return [path, *written]
 
 
-def cityjson_document(model: CityModel) -> dict[str, Any]:
+def texture_folder(path: Path) -> Path:
+    """The folder of a CityJSON file's texture atlases: `buildings.city.json` -> `buildings.textures`."""
+    stem = path.name.removesuffix(".json").removesuffix(".city")
+    return path.with_name(f"{stem}.textures")
+
+
+def _remove_stale_atlases(folder: Path, keep: set[str]) -> None:
+    """Atlases of an earlier run into the same folder that this run did not write again."""
+    if not folder.is_dir():
+        return
+    for old in sorted(folder.glob("atlas_*.jpg")):
+        if old.name not in keep and not is_temporary(old):
+            old.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def cityjson_document(
+    model: CityModel, texture_folder_name: str = "textures", textures: TextureConfig = TextureConfig()
+) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """The CityJSON document and its texture atlases (file name in the texture folder, RGB image)."""
     translate = _translate(model)
     vertex_index = _VertexIndex(translate)
+    appearance = _Appearance.of(model.buildings, texture_folder_name, textures.buildings_per_atlas)
     city_objects: dict[str, Any] = {}
     for building in model.buildings:
-        city_objects.update(_city_objects(building, vertex_index))
-    return {
+        city_objects.update(_city_objects(building, vertex_index, appearance))
+    document = {
         "type": "CityJSON",
         "version": "2.0",
         "transform": {"scale": [SCALE] * 3, "translate": translate},
@@ -52,6 +103,13 @@ def cityjson_document(model: CityModel) -> dict[str, Any]:
         "CityObjects": city_objects,
         "vertices": vertex_index.vertices(),
     }
+    if appearance.textures:
+        document["appearance"] = {
+            "default-theme-texture": TEXTURE_THEME,
+            "textures": appearance.textures,
+            "vertices-texture": appearance.uv_vertices,
+        }
+    return document, appearance.atlases
 
 
 @register("cityjsonseq", "CityJSONSeq, one building per line (buildings.city.jsonl)")
@@ -80,7 +138,7 @@ def cityjsonseq_lines(model: CityModel) -> Iterator[str]:
         feature = {
             "type": "CityJSONFeature",
             "id": building.id,
-            "CityObjects": _city_objects(building, vertex_index),
+            "CityObjects": _city_objects(building, vertex_index, _Appearance.none()),
             "vertices": vertex_index.vertices(),
         }
         yield json.dumps(feature, separators=(",", ":"), ensure_ascii=False)
@@ -133,10 +191,83 @@ class _VertexIndex:
         return [list(key) for key in self._index]
 
 
-def _city_objects(building: Building, vertex_index: _VertexIndex) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class _Appearance:
+    """The model's textures packed into atlases, and per textured surface its atlas and the
+    indices of its rings' texture coordinates in `uv_vertices`."""
+
+    textures: list[dict[str, Any]]
+    uv_vertices: list[list[float]]
+    atlases: list[tuple[str, np.ndarray]]
+    surfaces: Mapping[tuple[str, TextureKey], tuple[int, list[list[int]]]]
+
+    @staticmethod
+    def none() -> "_Appearance":
+        return _Appearance([], [], [], {})
+
+    @staticmethod
+    def of(buildings: Iterable[Building], folder_name: str, buildings_per_atlas: int) -> "_Appearance":
+        textured = [b for b in buildings if b.textures]
+        appearance = _Appearance.none()
+        uv_index: dict[tuple[float, float], int] = {}
+        for start in range(0, len(textured), buildings_per_atlas):
+            group = [(b.id, key, b.textures[key]) for b in textured[start : start + buildings_per_atlas]
+                     for key in sorted(b.textures)]
+            # A surface that keeps its shape across LoDs (a flat roof, a plain wall) has the same
+            # patch at each: it is packed once.
+            patches: list[np.ndarray] = []
+            unique: dict[bytes, int] = {}
+            patch_of = []
+            for _, _, texture in group:
+                key = _patch_key(texture.image)
+                if key not in unique:
+                    unique[key] = len(patches)
+                    patches.append(texture.image)
+                patch_of.append(unique[key])
+            atlas = pack_atlas(patches, ATLAS_MAX_SIDE)
+            name = f"atlas_{len(appearance.atlases):04d}.jpg"
+            texture_index = len(appearance.textures)
+            appearance.atlases.append((name, atlas.image))
+            appearance.textures.append(
+                {"type": "JPG", "image": f"{folder_name}/{name}", "wrapMode": "clamp", "textureType": "specific"}
+            )
+            for patch_index, (building_id, key, texture) in zip(patch_of, group):
+                rings = []
+                for uv in texture.uv:
+                    ring = []
+                    for u, v in np.round(atlas.to_atlas(patch_index, uv), UV_DIGITS).tolist():
+                        ring.append(uv_index.setdefault((u, v), len(uv_index)))
+                    rings.append(ring)
+                appearance.surfaces[(building_id, key)] = (texture_index, rings)
+        appearance.uv_vertices.extend([u, v] for u, v in uv_index)
+        return appearance
+
+    def values(self, object_id: str, lod: str, solid_index: int, solid: Solid) -> list[list[list[Any]]] | None:
+        """The solid's `texture` values, or None when none of its surfaces has a texture."""
+        shell = []
+        for surface_index, surface in enumerate(solid.surfaces):
+            entry = self.surfaces.get((object_id, (lod, solid_index, surface_index)))
+            if entry is None:
+                shell.append([[None] for _ in surface.rings])
+            else:
+                texture_index, rings = entry
+                shell.append([[texture_index, *ring] for ring in rings])
+        if all(ring == [None] for surface in shell for ring in surface):
+            return None
+        return [shell]
+
+
+def _patch_key(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest() + repr(image.shape).encode()
+
+
+def _city_objects(building: Building, vertex_index: _VertexIndex, appearance: _Appearance) -> dict[str, Any]:
     objects: dict[str, Any] = {}
     building_object: dict[str, Any] = {"type": "Building", "attributes": _attributes(building.attributes)}
-    geometry = [_solid_geometry(solid, lod, vertex_index) for lod, solid in sorted(building.lods.items())]
+    geometry = [
+        _solid_geometry(solid, lod, vertex_index, appearance.values(building.id, lod, 0, solid))
+        for lod, solid in sorted(building.lods.items())
+    ]
     if geometry:
         building_object["geometry"] = geometry
     extent = _extent([building])
@@ -145,17 +276,26 @@ def _city_objects(building: Building, vertex_index: _VertexIndex) -> dict[str, A
     if building.parts:
         building_object["children"] = [part.id for part in building.parts]
     objects[building.id] = building_object
+    solids_before: dict[str, int] = {}  # a part's solid index in building.solids(lod), the key of its textures
     for part in building.parts:
+        geometry = []
+        for lod, solid in sorted(part.lods.items()):
+            solid_index = solids_before.get(lod, 0)
+            solids_before[lod] = solid_index + 1
+            texture = None if lod in building.lods else appearance.values(building.id, lod, solid_index, solid)
+            geometry.append(_solid_geometry(solid, lod, vertex_index, texture))
         objects[part.id] = {
             "type": "BuildingPart",
             "parents": [building.id],
             "attributes": _attributes(part.attributes),
-            "geometry": [_solid_geometry(solid, lod, vertex_index) for lod, solid in sorted(part.lods.items())],
+            "geometry": geometry,
         }
     return objects
 
 
-def _solid_geometry(solid: Solid, lod: str, vertex_index: _VertexIndex) -> dict[str, Any]:
+def _solid_geometry(
+    solid: Solid, lod: str, vertex_index: _VertexIndex, texture: list[list[list[Any]]] | None = None
+) -> dict[str, Any]:
     semantic_objects: list[dict[str, Any]] = []
     semantic_ids: dict[str, int] = {}
     values, shell = [], []
@@ -167,12 +307,15 @@ def _solid_geometry(solid: Solid, lod: str, vertex_index: _VertexIndex) -> dict[
             semantic_objects.append(semantic)
         values.append(semantic_ids[key])
         shell.append([vertex_index.ring(ring) for ring in surface.rings])
-    return {
+    geometry = {
         "type": "Solid",
         "lod": lod,
         "boundaries": [shell],
         "semantics": {"surfaces": semantic_objects, "values": [values]},
     }
+    if texture is not None:
+        geometry["texture"] = {TEXTURE_THEME: {"values": texture}}
+    return geometry
 
 
 def _attributes(attributes: Any) -> dict[str, Any]:

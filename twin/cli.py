@@ -125,6 +125,7 @@ Examples:
   twin build --points lidarhd/*.laz --footprints bati.gpkg --out out/ --scheduler tcp://host:8786   (Dask)
   twin build --points tile.laz --footprints bati.gpkg --communes communes.gpkg --format 3dtiles --out out/
   twin build ... --format 3dtiles --format pointcloud-tiles --proj-data grids/ --tile-compression meshopt --out out/
+  twin build --points tile.laz --footprints bati.gpkg --images cameras.json --out out/   (textured roofs and walls)
 """
 )
 @click.option("--points", "points", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -164,21 +165,28 @@ Examples:
 @click.option("--work-dir", type=click.Path(path_type=Path),
               help="Keep the manifest, finished units and run report here; a run started again resumes from it.")
 @click.option("--per-commune", is_flag=True, help="Write the outputs per commune, in <out>/<INSEE code>/ (needs --communes).")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="Camera file of oriented aerial images (twin-cameras JSON or an OpenSfM/ODM reconstruction.json, "
+                   "with their interior orientation): roofs and walls get textures cut "
+                   "from the images that see them best (CityJSON: JPEG atlases in buildings.textures/; "
+                   "CityJSONSeq carries none).")
+@click.option("--texture-budget", type=int, default=262_144, show_default=True,
+              help="Most texture pixels per building and LoD (patches get coarser beyond it).")
 @click.option("--unit-size", type=float, default=1000.0, show_default=True,
               help="Side in metres of the square units of work (1000: the LiDAR HD tiles).")
 @_execution_options
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
 def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, outside_communes, proj_data,
           allow_approximate_heights, tile_compression, tile_max_buildings, crs, vertical_crs,
-          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, workers, scheduler,
-          unit_size, verbose, more_points) -> None:
+          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, images, texture_budget,
+          workers, scheduler, unit_size, verbose, more_points) -> None:
     """Build LOD1.2, LOD1.3 and LOD2.2 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
     --format cityjsonseq), summary.json (every building's status and reason) and
     metadata.json (inputs, CRS, parameters) into the output folder.
     """
-    from twin.config import BuildConfig, ClassMapping, Lod1Config, TilesConfig
+    from twin.config import BuildConfig, ClassMapping, Lod1Config, TextureConfig, TilesConfig
     from twin.heights import add_proj_data_dirs
     from twin.pipeline import build as run_build
     from twin.report import status_counts
@@ -193,7 +201,8 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
             allow_approximate_heights=allow_approximate_heights,
         )
         return BuildConfig(
-            classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height), tiles=tiles
+            classes=classes, lod1=Lod1Config(roof_percentile=roof_percentile, step_height_m=step_height), tiles=tiles,
+            textures=TextureConfig(budget_px_per_building=texture_budget),
         )
 
     progress = _RichProgress(verbose)
@@ -210,7 +219,7 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
                 points=[*points, *more_points], footprints=footprints, out_dir=out_dir, formats=formats,
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
                 communes=communes, commune_field=commune_field, outside_communes=outside_communes,
-                progress=progress, execution=execution, per_commune=per_commune,
+                progress=progress, execution=execution, per_commune=per_commune, images=images,
             )
         finally:
             progress.close()
@@ -510,6 +519,13 @@ def _print_summary(model, counts: dict[str, int]) -> None:
     for status, count in counts.items():
         table.add_row(status, str(count))
     console.print(table)
+    textures = model.metadata.get("textures")
+    if textures:
+        console.print(
+            f"textures: {textures['textured']} of {textures['surfaces']} roof and wall surfaces from "
+            f"{len(textures['images_used'])} images; {textures['seen_by_no_image']} seen by no image (plain)",
+            highlight=False,
+        )
     problems = [b for b in model.buildings if b.status in ("fallback", "failed")]
     if problems:
         detail = Table(title="fallbacks and failures", show_lines=False)

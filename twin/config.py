@@ -214,6 +214,51 @@ class OutlineConfig:
             _require(getattr(self, name) >= 0, f"{name} cannot be negative")
 
 
+TEXTURE_LODS = ("1.2", "1.3", "2.2")
+
+
+@dataclass(frozen=True)
+class TextureConfig:
+    """Facade and roof textures cut from oriented aerial images (`twin build --images`)."""
+
+    lods: tuple[str, ...] = TEXTURE_LODS
+    """LoDs whose roof and wall surfaces are textured (ground surfaces never are)."""
+    min_visible_share: float = 0.7
+    """A camera may texture a surface when at least this share of the surface's sample points
+    is in its image and not hidden by any building; below it, for every camera, the surface
+    keeps a plain material."""
+    max_view_angle_deg: float = 75.0
+    """Cameras that see a surface more obliquely than this (angle between the surface's normal
+    and the direction to the camera) are not used for it."""
+    samples_per_surface: int = 64
+    """Most sample points of the visibility test per surface (a grid over the surface)."""
+    depth_tolerance_m: float = 0.15
+    """A sample is hidden when a ray from the camera hits something this much before it."""
+    budget_px_per_building: int = 262_144
+    """Most texture pixels per building and LoD (512 x 512); a building whose patches at the
+    images' own resolution need more gets all of them coarser by one factor."""
+    max_patch_side_px: int = 1024
+    """Longest side of one surface's patch."""
+    jpeg_quality: int = 90
+    """Quality (0..100) of the JPEG texture files."""
+    buildings_per_atlas: int = 64
+    """Buildings whose patches share one atlas image in file outputs: with the default budget,
+    one atlas stays within 4096 x 4096 pixels."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.lods), "at least one LoD to texture is needed")
+        for lod in self.lods:
+            _require(lod in TEXTURE_LODS, f"textured LoD {lod!r} is not one of {', '.join(TEXTURE_LODS)}")
+        _require(0 < self.min_visible_share <= 1, "minimum visible share must be within 0..1 (and not 0)")
+        _require(0 < self.max_view_angle_deg < 90, "max view angle must be within 0..90")
+        _require(self.samples_per_surface >= 1, "at least one sample per surface is needed")
+        _require(self.depth_tolerance_m > 0, "depth tolerance must be positive")
+        _require(self.budget_px_per_building >= 64, "the pixel budget per building must be at least 64")
+        _require(8 <= self.max_patch_side_px <= 8192, "max patch side must be within 8..8192 px")
+        _require(1 <= self.jpeg_quality <= 100, "JPEG quality must be within 1..100")
+        _require(self.buildings_per_atlas >= 1, "an atlas holds at least one building")
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     classes: ClassMapping = field(default_factory=ClassMapping)
@@ -222,6 +267,7 @@ class BuildConfig:
     lod2: Lod2Config = field(default_factory=Lod2Config)
     outlines: OutlineConfig = field(default_factory=OutlineConfig)
     tiles: TilesConfig = field(default_factory=TilesConfig)
+    textures: TextureConfig = field(default_factory=TextureConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,14 +21,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import shapely
 
 import exporters
 from reconstruction.outlines import building_outlines
 from reconstruction.shared_walls import shared_wall_areas
+from reconstruction.texturing import texture_buildings
 from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
+from twin.imagery.camera import FrameCamera
+from twin.imagery.images import check_image_size, read_image
+from twin.imagery.readers import load_cameras
 from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
 from twin.inputs.points import PointSource, joined, open_sources, read_file
@@ -94,6 +99,7 @@ def build(
     progress: Progress | None = None,
     execution: Execution = Execution(),
     per_commune: bool = False,
+    images: str | Path | None = None,
     _update: _Update | None = None,
 ) -> CityModel:
     """Builds LOD1.2, LOD1.3 and LOD2.2 buildings; writes `formats` into `out_dir` when given.
@@ -108,6 +114,11 @@ def build(
 
     The run is cut into units (`execution`): with `execution.work_dir`, finished units
     are kept there and a run started again skips them.
+
+    With `images` (a camera file in a form `twin.imagery.readers.load_cameras` reads, whose
+    cameras carry their interior orientation and name their images), the
+    roof and wall surfaces get textures cut from the images that see them best
+    (`config.textures`); the metadata's `textures` records the counts and the images used.
     """
     if outside_communes not in OUTSIDE_COMMUNES:
         raise ValueError(f"outside_communes must be one of {', '.join(OUTSIDE_COMMUNES)}")
@@ -133,6 +144,9 @@ def build(
             notes += exporter.check(model_crs, config)
     if per_commune and commune_set is None:
         raise InputError("per-commune outputs need the commune polygons: pass --communes")
+    imagery = _Imagery.open(Path(images), model_crs) if images is not None else None
+    if imagery is not None and "cityjsonseq" in formats:
+        notes.append("CityJSONSeq carries no textures (each line stands alone); they are in the CityJSON file's atlases")
 
     coverage = shapely.union_all([s.footprint() for s in sources])
     covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
@@ -144,7 +158,9 @@ def build(
             "check that both are in the same CRS and the same area"
         )
     parameters = _parameters(config, crs, vertical_crs, footprint_set.id_field)
-    identity = {"software": software_version(), "parameters": parameters, "crs": model_crs.to_wkt()}
+    # Texturing runs after the units: its parameters do not make finished units stale.
+    unit_parameters = {k: v for k, v in parameters.items() if k != "textures"}
+    identity = {"software": software_version(), "parameters": unit_parameters, "crs": model_crs.to_wkt()}
     files = [PointFile.of(s) for s in sources]
     units = plan_units(footprint_set.footprints, files, execution.unit_size_m, Reach.of(config.ground), identity)
     spec = {
@@ -155,7 +171,7 @@ def build(
         "formats": list(dict.fromkeys(formats)),
         "options": {"crs": crs, "vertical_crs": vertical_crs, "id_field": id_field, "layer": layer,
                     "communes": str(communes) if communes is not None else None, "commune_field": commune_field,
-                    "per_commune": per_commune},
+                    "per_commune": per_commune, "images": str(images) if images is not None else None},
         "parameters": config.to_dict(),
         "unit_size_m": execution.unit_size_m,
     }
@@ -171,7 +187,15 @@ def build(
         buildings = [replace(b, attributes={**b.attributes, "commune": code}) for b, code in zip(buildings, codes)]
         notes += _commune_notes(commune_set, buildings)
 
+    texturing = None
+    if imagery is not None:
+        progress.stage("textures", len(buildings))
+        buildings, report = texture_buildings(buildings, imagery.cameras, imagery, config.textures)
+        progress.advance(len(buildings))
+        texturing = {"cameras": imagery.path, **report.to_dict()}
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
+    if texturing is not None:
+        metadata["textures"] = texturing
     if commune_set is not None:
         metadata["inputs"]["communes"] = {
             "path": commune_set.path,
@@ -232,10 +256,52 @@ def update(
         communes=options["communes"],
         commune_field=options["commune_field"],
         per_commune=options["per_commune"],
+        images=options.get("images"),
         progress=progress,
         execution=replace(execution, work_dir=work_dir, unit_size_m=spec["unit_size_m"]),
         _update=_Update(change, extents),
     )
+
+
+class _Imagery(Mapping[str, np.ndarray]):
+    """The cameras of a camera file and their images, each image read when texturing asks
+    for it (texturing asks once per camera, so one image is in memory at a time)."""
+
+    def __init__(self, path: str, cameras: Sequence[FrameCamera]) -> None:
+        self.path = path
+        self.cameras = tuple(cameras)
+        self._by_name = {c.name: c for c in cameras}
+
+    @staticmethod
+    def open(path: Path, model_crs) -> "_Imagery":
+        """Reads the camera file and checks, before the long part of the run, that every image exists."""
+        cameras = load_cameras(path)
+        for camera in cameras:
+            if camera.crs is not None and not horizontal_part(camera.crs).equals(horizontal_part(model_crs)):
+                raise InputError(
+                    f"{path}: the cameras are in {camera.crs.name} but the points are in "
+                    f"{horizontal_part(model_crs).name}; give the camera centres in the points' CRS"
+                )
+            if camera.image is None:
+                raise InputError(f'{path}: camera {camera.name!r} names no image; give its "image" file')
+            if not Path(camera.image).is_file():
+                raise InputError(
+                    f"{path}: the image {camera.image} of camera {camera.name!r} does not exist; "
+                    "image paths are relative to the camera file's folder"
+                )
+        return _Imagery(str(path), cameras)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        camera = self._by_name[name]
+        image = read_image(camera.image)
+        check_image_size(camera, image, camera.image)
+        return image
+
+    def __iter__(self):
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
 
 
 def _run_units(

@@ -25,10 +25,14 @@ def status_counts(model: CityModel) -> dict[str, int]:
 
 
 def summary(model: CityModel) -> dict[str, Any]:
-    return {
+    result = {
         "counts": {**status_counts(model), "total": len(model.buildings)},
         "buildings": [{"id": b.id, "status": str(b.status), "reason": b.reason} for b in model.buildings],
     }
+    textures = model.metadata.get("textures")
+    if textures:
+        result["textures"] = {k: textures[k] for k in ("surfaces", "textured", "seen_by_no_image")}
+    return result
 
 
 def write_run_records(model: CityModel, out_dir: Path) -> list[Path]:
