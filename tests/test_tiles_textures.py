@@ -248,3 +248,22 @@ def test_textures_that_do_not_fit_their_surface_are_refused(break_texture, messa
 def test_atlas_options_outside_their_range_are_refused(options):
     with pytest.raises(ValueError, match="texture atlas side|JPEG quality"):
         TilesConfig(**options)
+
+
+def test_build_with_the_sample_survey_writes_textured_tiles_that_validate(sample_dir, proj_data, tmp_path):
+    """End to end: `twin build --images` textures the reconstructed buildings from the sample's
+    aerial images and the 3D Tiles carry them: one atlas per tile, valid glTF."""
+    import twin
+
+    model = twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", out_dir=tmp_path,
+                       images=sample_dir / "imagery" / "cameras.json", formats=("3dtiles",))
+    counts = model.metadata["textures"]
+    assert counts["textured"] > 0.8 * counts["surfaces"]
+    paths = sorted((tmp_path / "tiles").rglob("*.glb"))
+    for path in paths:
+        document, views = load_glb(path)
+        assert len(document.images) == 1 and document.images[0].mimeType == "image/jpeg", path.name
+        assert max(atlas_image(document, views).shape[:2]) <= TilesConfig().max_atlas_side
+    reports = run_node("validate_gltf.mjs", *paths)
+    for path, report in reports.items():
+        assert report["errors"] == 0 and report["warnings"] == 0, (path, report["messages"])
