@@ -475,6 +475,18 @@ def test_quadtree_respects_the_budget_and_places_each_building_once():
     assert len({leaf.name for leaf in leaves}) == len(leaves)
 
 
+def test_quadtree_keeps_every_kind_of_weight_within_its_own_budget():
+    rng = np.random.default_rng(4)
+    anchors = rng.uniform(0, 1000, (300, 2))
+    weights = np.column_stack([rng.integers(10, 200, 300), np.where(rng.random(300) < 0.2, 5000.0, 0.0)])
+    tree = quadtree(anchors, weights, max_count=50, max_weight=(4000, 12000))
+    for leaf in tree.leaves():
+        members = list(leaf.members)
+        assert len(members) == 1 or np.all(weights[members].sum(axis=0) <= (4000, 12000))
+    # The second weight alone splits more than the first does.
+    assert len(tree.leaves()) > len(quadtree(anchors, weights[:, 0], max_count=50, max_weight=4000).leaves())
+
+
 def test_attribute_types_and_missing_values():
     def building(identifier, **attributes):
         return Building(identifier, shapely.box(0, 0, 1, 1), Status.BUILT, "", attributes)

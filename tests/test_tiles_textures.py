@@ -231,6 +231,26 @@ def test_tiles_without_textures_are_unchanged_and_textured_ones_are_deterministi
     assert changed == expected and len(expected) >= 4
 
 
+def test_textured_communes_split_into_tiles_whose_patches_fit_one_atlas(textured, tmp_path):
+    side = 256
+    write_3dtiles(textured, tmp_path / "textured", BuildConfig(tiles=TilesConfig(max_atlas_side=side)))
+    plain_model = CityModel(tuple(replace(b, textures={}) for b in textured.buildings), textured.crs, textured.metadata, textured.communes)
+    write_3dtiles(plain_model, tmp_path / "plain", BuildConfig(tiles=TilesConfig(max_atlas_side=side)))
+
+    def tiles(root, commune):
+        return sorted(p.name for p in (root / "tiles" / commune / "content").glob("*.glb"))
+
+    assert len(tiles(tmp_path / "textured", TEXTURED_COMMUNE)) > len(tiles(tmp_path / "plain", TEXTURED_COMMUNE))
+    other = next(p.name for p in (tmp_path / "plain/tiles").iterdir() if p.is_dir() and p.name != TEXTURED_COMMUNE)
+    assert tiles(tmp_path / "textured", other) == tiles(tmp_path / "plain", other)
+    by_id = {b.id: b for b in textured.buildings}
+    for path in sorted((tmp_path / "textured/tiles" / TEXTURED_COMMUNE / "content").glob("*lod22.glb")):
+        document, views = load_glb(path)
+        ids = [row["id"] for row in property_table_rows(document, views, tileset_schema(tmp_path / "textured"))]
+        pixels = sum(t.image.shape[0] * t.image.shape[1] for i in ids for k, t in by_id[i].textures.items() if k[0] == "2.2")
+        assert len(ids) == 1 or pixels <= 0.7 * side * side, path.name
+
+
 @pytest.mark.parametrize("break_texture, message", [
     (lambda t: replace(t, uv=(t.uv[0][:-1],)), "has texture coordinates for other rings than the surface's"),
     (lambda t: replace(t, image=t.image[..., 0]), "is not an RGB image of bytes"),

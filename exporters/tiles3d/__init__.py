@@ -9,7 +9,8 @@ Layout of the output folder's `tiles/`:
     tiles/unassigned/...           buildings outside every commune (tiles/all/ without communes)
 
 Tiling: a quadtree over each commune's buildings (`tiling.quadtree`), split until a cell
-holds at most `max_features_per_tile` buildings and `max_vertices_per_tile` vertices. The
+holds at most `max_features_per_tile` buildings, `max_vertices_per_tile` vertices and, with
+textures, the texture patches that fill `ATLAS_FILL` of an atlas at full resolution. The
 quadtree's tiles have no content; each leaf cell carries a chain of content tiles, one per
 LoD present, coarsest first, each refining its parent by replacement (REPLACE): LOD1.2,
 then LOD1.3, then LoD2.2... A building lacking a LoD appears at its best coarser one, so
@@ -49,6 +50,7 @@ from exporters import register
 from exporters.atomic import atomic_folder
 from exporters.tiles3d.glb import SurfaceTextures, glb_bytes, tile_mesh
 from exporters.tiles3d.metadata import Property, building_properties, metadata_schema, property_table
+from exporters.texture_atlas import PADDING as ATLAS_PADDING
 from exporters.tiles3d.tiling import Cell, quadtree
 from twin.config import BuildConfig, TilesConfig
 from twin.errors import InputError
@@ -67,6 +69,9 @@ LOD_GEOMETRIC_ERRORS = {"1.2": 16.0, "1.3": 8.0, "2.2": 4.0}
 the height range of their roof, LoD2 models by their smaller details."""
 REGION_MARGIN_M = 0.1  # covers the rounding of quantized positions (a few millimetres)
 EARTH_RADIUS_M = 6_378_137.0
+ATLAS_FILL = 0.7
+"""Share of an atlas that a tile's texture patches may fill: the shelf packer leaves gaps, and a
+tile whose patches do not fit gets them all scaled down, losing detail where it is not needed."""
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 REGION_CLASS = {
@@ -212,8 +217,9 @@ def _group_root(
     group: Group, properties: Sequence[Property], heights: HeightTransform, config: TilesConfig, folder: Path
 ) -> dict[str, Any]:
     anchors = np.array([_anchor(b) for b in group.buildings])
-    weights = np.array([_vertex_count(b) for b in group.buildings], dtype=np.float64)
-    tree = quadtree(anchors, weights, config.max_features_per_tile, config.max_vertices_per_tile)
+    weights = np.array([(_vertex_count(b), _texture_pixels(b)) for b in group.buildings], dtype=np.float64)
+    budget = (config.max_vertices_per_tile, ATLAS_FILL * config.max_atlas_side**2)
+    tree = quadtree(anchors, weights, config.max_features_per_tile, budget)
     (folder / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
     root = _cell_tile(tree, group, properties, heights, config, folder)
     if tree.children:
@@ -329,6 +335,15 @@ def _anchor(building: Building) -> tuple[float, float]:
 def _vertex_count(building: Building) -> int:
     finest = _lods([building])[-1]
     return sum(len(ring) for solid in building.solids(finest) for s in solid.surfaces for ring in s.rings)
+
+
+def _texture_pixels(building: Building) -> int:
+    """The atlas pixels the building's patches take in the tile of its most textured LoD."""
+    per_lod: dict[str, int] = {}
+    for (lod, _, _), texture in building.textures.items():
+        height, width = texture.image.shape[:2]
+        per_lod[lod] = per_lod.get(lod, 0) + (height + 2 * ATLAS_PADDING) * (width + 2 * ATLAS_PADDING)
+    return max(per_lod.values(), default=0)
 
 
 def _region(low: np.ndarray, high: np.ndarray) -> list[float]:

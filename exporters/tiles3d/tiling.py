@@ -1,8 +1,8 @@
 """A quadtree over a commune's buildings, split until each cell fits the tile budget.
 
 Each building is placed by one anchor point inside its footprint, so it lands in exactly
-one cell; a cell holding more buildings or vertices than the budget splits into its four
-quarters (empty quarters are dropped). Cells are addressed like map tiles: (level, x, y)
+one cell; a cell holding more buildings than the budget, or more of any weight (vertices,
+texture pixels), splits into its four quarters (empty quarters are dropped). Cells are addressed like map tiles: (level, x, y)
 with x growing eastwards and y northwards from the south-west corner of the root square.
 """
 
@@ -31,12 +31,14 @@ class Cell:
         return [self] if not self.children else [leaf for child in self.children for leaf in child.leaves()]
 
 
-def quadtree(anchors: np.ndarray, weights: np.ndarray, max_count: int, max_weight: float) -> Cell:
+def quadtree(anchors: np.ndarray, weights: np.ndarray, max_count: int, max_weight: float | np.ndarray) -> Cell:
     """Cells over `anchors` (n, 2) such that a leaf holds at most `max_count` anchors whose
-    `weights` add up to at most `max_weight` (unless it holds a single anchor, or anchors too
-    close together to separate)."""
+    `weights` ((n,) or one column per kind of weight, (n, k)) add up to at most `max_weight`
+    (a number, or one per column) (unless it holds a single anchor, or anchors too close
+    together to separate)."""
     anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
-    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    weights = np.asarray(weights, dtype=np.float64).reshape(len(anchors), -1)
+    max_weight = np.asarray(max_weight, dtype=np.float64).reshape(-1)
     if len(anchors) == 0:
         return Cell(0, 0, 0, ())
     low = anchors.min(axis=0)
@@ -45,7 +47,7 @@ def quadtree(anchors: np.ndarray, weights: np.ndarray, max_count: int, max_weigh
 
 
 def _split(anchors, weights, members, low, size, level, x, y, max_count, max_weight) -> Cell:
-    fits = len(members) <= max_count and weights[members].sum() <= max_weight
+    fits = len(members) <= max_count and bool(np.all(weights[members].sum(axis=0) <= max_weight))
     inseparable = np.all(anchors[members] == anchors[members[0]])
     if fits or inseparable or level >= MAX_LEVEL:
         return Cell(level, x, y, tuple(int(m) for m in members))
