@@ -17,6 +17,7 @@ import numpy as np
 
 import reconstruction.building as building_step
 import twin
+import twin.region.unit_run as unit_run
 
 ROOT = Path(__file__).resolve().parents[1]
 LIDAR = Path(os.environ.get("TWIN_SHARED", ROOT.parent / "shared")) / "data/lidarhd"
@@ -50,15 +51,14 @@ def main() -> None:
             continue
         lod2_ms: list[float] = []
         chain_ms: list[float] = []
+        # With the default single worker, units run in this process, where these names are looked up per call.
         building_step.reconstruct_lod2 = timed(original_lod2, lod2_ms)
-        import twin.pipeline as pipeline
-
-        pipeline.reconstruct_building = timed(original_building, chain_ms)
+        unit_run.reconstruct_building = timed(original_building, chain_ms)
         try:
             twin.build(points=points, footprints=footprints)
         finally:
             building_step.reconstruct_lod2 = original_lod2
-            pipeline.reconstruct_building = original_building
+            unit_run.reconstruct_building = original_building
         print(
             f"{name:<30}{len(chain_ms):>10}{np.median(lod2_ms):>18.1f}{np.percentile(lod2_ms, 90):>9.1f}"
             f"{np.median(chain_ms):>21.1f}"
