@@ -1,10 +1,14 @@
-"""ASPRS classes for unclassified points (photogrammetric ones): ground, building, other.
+"""ASPRS classes for unclassified points (photogrammetric ones): ground, building, vegetation, other.
 
 Ground is found as the lowest surface: the lowest point of each grid cell, with the
 footprints (where the lowest point is often a roof) left out and filled from around,
 then a grey-scale opening that removes whatever is narrower than `object_size`
 (trees, cars, buildings missing from the footprints). Points near that surface are
 ground; points inside a footprint and clearly above it are building; the rest is other.
+With the points' colours, green points above the ground are vegetation (medium or high by
+their height), wherever they are: trees overhanging a roof would otherwise count as
+building and raise its height. Greenness is the excess green index 2g - r - b on
+chromatic coordinates, the usual vegetation index of RGB aerial imagery (no infrared band).
 A plain morphological filter rather than a cloth simulation: the footprints already
 remove the large objects, which is what makes such filters need tuning.
 """
@@ -20,6 +24,8 @@ from scipy import ndimage
 GROUND = 2
 BUILDING = 6
 OTHER = 1
+MEDIUM_VEGETATION = 4
+HIGH_VEGETATION = 5
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class LabelSettings:
     """Points inside a footprint this much above the ground are building."""
     footprint_margin: float = 1.0
     """Footprints grow by this much when left out of the ground surface (walls, offsets)."""
+    min_excess_green: float = 0.2
+    """Points greener than this (2g - r - b on chromatic coordinates) are vegetation."""
 
 
 def ground_surface(xyz: np.ndarray, footprints: list[shapely.Polygon], settings: LabelSettings = LabelSettings()) -> np.ndarray:
@@ -61,14 +69,27 @@ def ground_surface(xyz: np.ndarray, footprints: list[shapely.Polygon], settings:
     return ndimage.map_coordinates(opened, [position[:, 0], position[:, 1]], order=1, mode="nearest")
 
 
-def label_points(xyz: np.ndarray, footprints: list[shapely.Polygon], settings: LabelSettings = LabelSettings()) -> np.ndarray:
-    """ASPRS classes (n,) uint8 of points (n, 3): 2 ground, 6 building, 1 other."""
+def label_points(xyz: np.ndarray, footprints: list[shapely.Polygon], settings: LabelSettings = LabelSettings(),
+                 rgb: np.ndarray | None = None) -> np.ndarray:
+    """ASPRS classes (n,) uint8 of points (n, 3) with their colours (n, 3) when known:
+    2 ground, 6 building, 4 and 5 vegetation (with colours only), 1 other."""
     terrain = ground_surface(xyz, footprints, settings)
     above = xyz[:, 2] - terrain
     classes = np.full(len(xyz), OTHER, dtype=np.uint8)
     classes[np.abs(above) <= settings.ground_tolerance] = GROUND
     classes[inside_footprints(xyz, footprints) & (above >= settings.building_min_height)] = BUILDING
+    if rgb is not None:
+        green = (excess_green(rgb) > settings.min_excess_green) & (above > settings.ground_tolerance)
+        classes[green] = np.where(above[green] >= settings.building_min_height, HIGH_VEGETATION, MEDIUM_VEGETATION)
     return classes
+
+
+def excess_green(rgb: np.ndarray) -> np.ndarray:
+    """2g - r - b (n,) on chromatic coordinates (each channel over their sum), in -1..2."""
+    rgb = np.asarray(rgb, dtype=float)
+    total = np.maximum(rgb.sum(axis=1), 1e-9)
+    r, g, b = (rgb[:, k] / total for k in range(3))
+    return 2.0 * g - r - b
 
 
 def inside_footprints(xyz: np.ndarray, footprints: list[shapely.Polygon]) -> np.ndarray:

@@ -13,7 +13,7 @@ import shapely
 from click.testing import CliRunner
 
 from reconstruction import stereo
-from reconstruction.labels import BUILDING, GROUND, OTHER, label_points
+from reconstruction.labels import BUILDING, GROUND, HIGH_VEGETATION, MEDIUM_VEGETATION, OTHER, label_points
 from tests.conftest import SAMPLE
 from tests.test_inputs import write_footprints
 from twin.imagery.camera import FrameCamera, Intrinsics, look_at
@@ -169,6 +169,27 @@ def test_labels_ground_buildings_and_other():
     assert np.all(classes[in_tree | in_shed] == OTHER) and classes[0] == OTHER
 
 
+def test_green_points_above_the_ground_are_vegetation_even_over_a_roof():
+    rng = np.random.default_rng(2)
+    xy = rng.uniform(0, 60, (20000, 2))
+    z = np.full(len(xy), 50.0)
+    footprint = shapely.box(20, 20, 40, 40)
+    roof = shapely.contains_xy(footprint, xy[:, 0], xy[:, 1])
+    crown = np.hypot(xy[:, 0] - 38, xy[:, 1] - 38) < 4  # a tree overhanging the roof's corner
+    bush = np.hypot(xy[:, 0] - 8, xy[:, 1] - 8) < 2
+    z = np.where(roof, 57.0, z)
+    z = np.where(crown, 60.0, z)
+    z = np.where(bush, 51.2, z)
+    grass, foliage, tiles = [96, 124, 64], [52, 84, 40], [168, 82, 62]
+    rgb = np.where((crown | bush)[:, None], foliage, np.where(roof[:, None], tiles, grass))
+    classes = label_points(np.column_stack([xy, z]), [footprint], rgb=rgb)
+    assert np.all(classes[crown] == HIGH_VEGETATION) and np.all(classes[bush] == MEDIUM_VEGETATION)
+    assert np.all(classes[roof & ~crown] == BUILDING)
+    assert np.mean(classes[~(roof | crown | bush)] == GROUND) > 0.99  # green lawn stays ground
+    # Without colours, the overhanging crown is building: what the colours are for.
+    assert np.all(label_points(np.column_stack([xy, z]), [footprint])[crown & roof] == BUILDING)
+
+
 # --- Acceptance on the sample district's rendered aerial images ---------------------------
 
 IMAGERY = SAMPLE / "imagery"
@@ -284,10 +305,8 @@ def test_roofs_seen_by_two_images_are_covered(sample_match, truth_surfaces):
 
 def test_twin_builds_lod12_heights_from_the_points(sample_match, tmp_path):
     """LOD1.2 heights (the 70th percentile of the roof points) within 0.3 m of the truth for
-    nine buildings in ten, and as a median. The largest errors are on small sloped roofs
-    (a 110 m2 gable, a hip), where the percentile moves with how much of the eaves, the
-    lowest part, gets points near the walls and the offset footprint's edge; the LiDAR
-    build of the sample allows 0.5 m there too (test_build_sample)."""
+    every building. Trees overhanging B02 and B27 are labelled vegetation by their colour;
+    without that, their crowns raised those roofs by 0.4 m."""
     import twin
 
     _, _, path = sample_match
@@ -299,7 +318,8 @@ def test_twin_builds_lod12_heights_from_the_points(sample_match, tmp_path):
     truth = json.loads((SAMPLE / "truth.json").read_text())["buildings"]
     assert all(b.status in ("built", "fallback") for b in model.buildings)
     errors = np.abs([b.attributes["h_roof_70p"] - truth[b.id]["h_roof_70p"] for b in model.buildings])
-    assert np.median(errors) <= 0.3 and np.mean(errors <= 0.3) >= 0.9 and errors.max() <= 0.5
+    assert np.median(errors) <= 0.15 and errors.max() <= 0.3, dict(zip([b.id for b in model.buildings], errors.round(3)))
+    assert {4, 5} <= set(np.unique(las.classification).tolist())
 
 
 def test_match_command_needs_the_height_range_and_known_pair_names(tmp_path):

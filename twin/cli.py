@@ -450,7 +450,7 @@ def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, heigh
     console.print(f"wrote {summary.path}", highlight=False)
 
 
-_CLASS_NAMES = {1: "other", 2: "ground", 6: "building"}
+_CLASS_NAMES = {1: "other", 2: "ground", 4: "medium vegetation", 5: "high vegetation", 6: "building"}
 
 
 @main.command(epilog="\b\nExample:\n  twin sample --out sample_data/")

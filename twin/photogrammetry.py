@@ -2,7 +2,7 @@
 
 Reads the cameras and their images, matches the chosen pairs densely
 (reconstruction.stereo), keeps the points another pair confirms, labels them ground,
-building or other with the footprints (reconstruction.labels) and writes a LAS 1.4
+building, vegetation or other with the footprints and their colours (reconstruction.labels) and writes a LAS 1.4
 point format 7 file with colours, in the cameras' CRS, that `twin build` reads.
 """
 
@@ -103,7 +103,7 @@ def labelled_points(
     averaged point per cube of side `spacing`, and the points each pair gave before."""
     xyz, rgb, per_pair = match_images(cameras, images, height_range, pairs, scale)
     xyz, rgb = thin(xyz, rgb, spacing)
-    return xyz, rgb, label_points(xyz, list(footprints), LabelSettings()), per_pair
+    return xyz, rgb, label_points(xyz, list(footprints), LabelSettings(), rgb), per_pair
 
 
 def run_match(
