@@ -61,6 +61,9 @@ class TexturingReport:
 
     per_lod: Mapping[str, Mapping[str, int]]
     images_used: tuple[str, ...]
+    failed: tuple[str, ...] = ()
+    """Surfaces that could not be textured, each with the building, the surface and the reason;
+    they keep a plain material and the run goes on."""
 
     @property
     def surfaces(self) -> int:
@@ -81,6 +84,7 @@ class TexturingReport:
             "seen_by_no_image": self.unseen,
             "per_lod": {lod: dict(counts) for lod, counts in sorted(self.per_lod.items())},
             "images_used": list(self.images_used),
+            "failed": list(self.failed),
         }
 
 
@@ -128,8 +132,9 @@ def texture_buildings(
     occluders = _OccluderScenes(buildings)
     per_lod: dict[str, dict[str, int]] = {}
     jobs: dict[int, list[tuple[_Face, tuple[int, int]]]] = {}
+    failed: list[str] = []
     for lod in config.lods:
-        faces = _faces(buildings, lod, config)
+        faces = _faces(buildings, lod, config, failed)
         if not faces:
             continue
         choices = _choose_cameras(occluders, lod, faces, cameras, config)
@@ -145,9 +150,22 @@ def texture_buildings(
         image = _checked_image(camera, images)
         used.add(camera.name)
         for face, (width, height) in jobs[camera_index]:
-            textures[face.building][face.key] = _cut_patch(face, camera, image, width, height)
+            try:
+                textures[face.building][face.key] = _cut_patch(face, camera, image, width, height)
+            except SURFACE_ERRORS as error:
+                failed.append(_failure(buildings[face.building], face.key, error))
+                per_lod[face.key[0]]["textured"] -= 1
     textured = [replace(b, textures=t) if t != dict(b.textures) else b for b, t in zip(buildings, textures)]
-    return textured, TexturingReport(per_lod, tuple(sorted(used)))
+    return textured, TexturingReport(per_lod, tuple(sorted(used)), tuple(failed))
+
+
+SURFACE_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError, cv2.error, shapely.errors.GEOSException)
+"""What degenerate geometry can raise in the numeric steps of one surface."""
+
+
+def _failure(building: Building, key: TextureKey, error: Exception) -> str:
+    lod, solid, surface = key
+    return f"{building.id}: LoD {lod}, solid {solid}, surface {surface}: {type(error).__name__}: {error}"
 
 
 def _checked_image(camera: FrameCamera, images: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -160,14 +178,18 @@ def _checked_image(camera: FrameCamera, images: Mapping[str, np.ndarray]) -> np.
     return image
 
 
-def _faces(buildings: Sequence[Building], lod: str, config: TextureConfig) -> list[_Face]:
+def _faces(buildings: Sequence[Building], lod: str, config: TextureConfig, failed: list[str]) -> list[_Face]:
     faces = []
     for b, building in enumerate(buildings):
         for s, solid in enumerate(building.solids(lod)):
             for f, surface in enumerate(solid.surfaces):
                 if surface.kind not in TEXTURED_KINDS:
                     continue
-                face = _face(b, (lod, s, f), surface.rings, surface_normal(surface), config.samples_per_surface)
+                try:
+                    face = _face(b, (lod, s, f), surface.rings, surface_normal(surface), config.samples_per_surface)
+                except SURFACE_ERRORS as error:
+                    failed.append(_failure(building, (lod, s, f), error))
+                    continue
                 if face is not None:
                     faces.append(face)
     return faces

@@ -559,3 +559,23 @@ def test_degenerate_surfaces_are_skipped_not_fatal(scene):
     count = len(solid.surfaces)
     assert ("2.2", 0, count) not in result[0].textures and ("2.2", 0, count + 1) not in result[0].textures
     assert ("2.2", 0, 1) in result[0].textures
+
+
+def test_a_surface_whose_patch_cannot_be_cut_is_reported_and_the_rest_textured(scene, monkeypatch):
+    import reconstruction.texturing as texturing
+
+    buildings, cameras, images = scene
+    cut = texturing._cut_patch
+
+    def failing_for_the_tall_roof(face, *args):
+        if buildings[face.building].id == "A-tall" and face.key == ("2.2", 0, 1):
+            raise np.linalg.LinAlgError("singular plane frame")
+        return cut(face, *args)
+
+    monkeypatch.setattr(texturing, "_cut_patch", failing_for_the_tall_roof)
+    result, report = texture_buildings(buildings, cameras, images, TextureConfig(lods=("2.2",)))
+    assert ("2.2", 0, 1) not in result[0].textures and len(result[0].textures) > 0
+    assert all(b.textures for b in result[1:])
+    assert report.failed == ("A-tall: LoD 2.2, solid 0, surface 1: LinAlgError: singular plane frame",)
+    assert report.to_dict()["failed"] == list(report.failed)
+    assert report.textured == sum(len(b.textures) for b in result)

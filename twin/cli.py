@@ -526,6 +526,8 @@ def _print_summary(model, counts: dict[str, int]) -> None:
             f"{len(textures['images_used'])} images; {textures['seen_by_no_image']} seen by no image (plain)",
             highlight=False,
         )
+        for failure in textures["failed"]:
+            console.print(f"[yellow]texture not made:[/] {failure} (plain material)", highlight=False)
     problems = [b for b in model.buildings if b.status in ("fallback", "failed")]
     if problems:
         detail = Table(title="fallbacks and failures", show_lines=False)

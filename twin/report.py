@@ -31,7 +31,7 @@ def summary(model: CityModel) -> dict[str, Any]:
     }
     textures = model.metadata.get("textures")
     if textures:
-        result["textures"] = {k: textures[k] for k in ("surfaces", "textured", "seen_by_no_image")}
+        result["textures"] = {k: textures[k] for k in ("surfaces", "textured", "seen_by_no_image", "failed")}
     return result
 
 
