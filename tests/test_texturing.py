@@ -367,6 +367,7 @@ def _sample_camera(image: str | None, crs: str = "EPSG:2154") -> FrameCamera:
         ("missing.jpg", "EPSG:2154", "missing.jpg of camera 'cam-1' does not exist"),
         (None, "EPSG:2154", "camera 'cam-1' names no image"),
         ("present.jpg", "EPSG:32631", "the cameras are in WGS 84 / UTM zone 31N"),
+        ("present.jpg", "EPSG:2154+5773", "the camera heights are in EGM96 height but the points. are in NGF-IGN69"),
     ],
 )
 def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image, crs, message):
@@ -379,6 +380,18 @@ def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image,
     write_cameras_json([_sample_camera(str(tmp_path / image) if image else None, crs)], cameras)
     with pytest.raises(InputError, match=message):
         twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg", images=cameras)
+
+
+def test_cameras_without_a_vertical_datum_are_taken_in_the_points_one_and_the_run_says_so(sample_dir, tmp_path):
+    import twin
+    from twin.imagery.readers import read_cameras_json, write_cameras_json
+
+    cameras = [replace(c, crs=pyproj.CRS("EPSG:2154")) for c in read_cameras_json(sample_dir / "imagery" / "cameras.json")]
+    write_cameras_json(cameras, tmp_path / "cameras.json")
+    model = twin.build(points=[sample_dir / "lidar.laz"], footprints=sample_dir / "footprints.gpkg",
+                       images=tmp_path / "cameras.json")
+    assert any("names no vertical datum; their heights are taken as NGF-IGN69" in note for note in model.metadata["notes"])
+    assert model.metadata["textures"]["textured"] > 0
 
 
 # The sample district and its committed aerial survey (twin.sample.imagery).

@@ -145,6 +145,8 @@ def build(
     if per_commune and commune_set is None:
         raise InputError("per-commune outputs need the commune polygons: pass --communes")
     imagery = _Imagery.open(Path(images), model_crs) if images is not None else None
+    if imagery is not None:
+        notes += imagery.notes
     if imagery is not None and "cityjsonseq" in formats:
         notes.append("CityJSONSeq carries no textures (each line stands alone); they are in the CityJSON file's atlases")
 
@@ -267,21 +269,35 @@ class _Imagery(Mapping[str, np.ndarray]):
     """The cameras of a camera file and their images, each image read when texturing asks
     for it (texturing asks once per camera, so one image is in memory at a time)."""
 
-    def __init__(self, path: str, cameras: Sequence[FrameCamera]) -> None:
+    def __init__(self, path: str, cameras: Sequence[FrameCamera], notes: Sequence[str] = ()) -> None:
         self.path = path
         self.cameras = tuple(cameras)
+        self.notes = list(notes)
         self._by_name = {c.name: c for c in cameras}
 
     @staticmethod
     def open(path: Path, model_crs) -> "_Imagery":
-        """Reads the camera file and checks, before the long part of the run, that every image exists."""
+        """Reads the camera file and checks, before the long part of the run, that the cameras
+        are in the points' CRS, heights included, and that every image exists."""
         cameras = load_cameras(path)
+        notes = set()
         for camera in cameras:
             if camera.crs is not None and not horizontal_part(camera.crs).equals(horizontal_part(model_crs)):
                 raise InputError(
                     f"{path}: the cameras are in {camera.crs.name} but the points are in "
                     f"{horizontal_part(model_crs).name}; give the camera centres in the points' CRS"
                 )
+            # Camera heights in another datum than the buildings' (ellipsoidal against NGF-IGN69,
+            # some 44 m apart) would cut every patch from the wrong place.
+            model_vertical = model_crs.sub_crs_list[1] if model_crs.is_compound else None
+            if camera.crs is not None and camera.crs.is_compound and model_vertical is not None:
+                if not camera.crs.sub_crs_list[1].equals(model_vertical):
+                    raise InputError(
+                        f"{path}: the camera heights are in {camera.crs.sub_crs_list[1].name} but the points' are in "
+                        f"{model_vertical.name}; give the camera centres with {model_vertical.name} heights"
+                    )
+            elif model_vertical is not None:
+                notes.add(f"{path}: the cameras' CRS names no vertical datum; their heights are taken as {model_vertical.name}")
             if camera.image is None:
                 raise InputError(f'{path}: camera {camera.name!r} names no image; give its "image" file')
             if not Path(camera.image).is_file():
@@ -289,7 +305,7 @@ class _Imagery(Mapping[str, np.ndarray]):
                     f"{path}: the image {camera.image} of camera {camera.name!r} does not exist; "
                     "image paths are relative to the camera file's folder"
                 )
-        return _Imagery(str(path), cameras)
+        return _Imagery(str(path), cameras, sorted(notes))
 
     def __getitem__(self, name: str) -> np.ndarray:
         camera = self._by_name[name]
