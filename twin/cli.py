@@ -431,7 +431,7 @@ Examples:
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
 def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, height_range, scale, spacing, id_field,
           layer) -> None:
-    """Dense points from overlapping oriented images, labelled ground / building / other.
+    """Dense points from overlapping oriented images, labelled ground / building / vegetation / other.
 
     Writes a LAS 1.4 file (point format 7, with colours and the cameras' CRS) that
     `twin build --points` takes.
