@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import cv2
 import numpy as np
 
 from exporters import register
 from exporters.atomic import atomic_output, is_temporary
-from exporters.texture_atlas import pack_atlas
+from exporters.texture_atlas import encode_jpeg, pack_atlas
 from twin.attributes import json_value
 from twin.config import BuildConfig, TextureConfig
 from twin.geodesy import crs_uri
@@ -55,12 +54,8 @@ def write_cityjson_file(model: CityModel, path: Path, textures: TextureConfig = 
     document, atlases = cityjson_document(model, folder.name, textures)
     written = []
     for name, image in atlases:
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, textures.jpeg_quality])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding of the texture atlas {name} failed")
         with atomic_output(folder / name, "wb") as stream:
-            stream.write(encoded.tobytes())
+            stream.write(encode_jpeg(image, textures.jpeg_quality))
         written.append(folder / name)
     _remove_stale_atlases(folder, {p.name for p in written})
     with atomic_output(path) as stream:

@@ -16,8 +16,20 @@ import cv2
 import numpy as np
 
 PADDING = 2
-"""Pixels of each patch's edge colour repeated around it, so that filtering and mipmaps
-never blend a neighbouring patch into a face."""
+"""Pixels of each patch's edge colour repeated around it, so that bilinear filtering and the
+first mipmap level never blend a neighbouring patch into a face (coarser mipmap levels, seen
+from afar, may blend a little)."""
+MIN_PATCH_SIDE = 2
+JPEG_OPTIONS = (cv2.IMWRITE_JPEG_OPTIMIZE, 1)
+"""Optimised Huffman tables: a few per cent smaller, and still the same bytes for the same image."""
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """An RGB uint8 image as JPEG bytes (deterministic for a given image and quality)."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality, *JPEG_OPTIONS])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} image as JPEG")
+    return data.tobytes()
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +64,11 @@ def pack_atlas(patches: Sequence[np.ndarray], max_side: int = 4096) -> Atlas:
         layout = _shelf_layout(sizes, max_side)
         if layout is not None:
             break
+        if all(size == (MIN_PATCH_SIDE, MIN_PATCH_SIDE) for size in sizes):
+            raise ValueError(
+                f"{len(patches)} texture patches do not fit a {max_side} x {max_side} atlas even at "
+                f"{MIN_PATCH_SIDE} x {MIN_PATCH_SIDE} pixels each; allow a larger atlas"
+            )
         scale *= 0.85
     positions, width, height = layout
     image = np.zeros((height, width, 3), dtype=np.uint8)
@@ -77,7 +94,7 @@ def pack_atlas(patches: Sequence[np.ndarray], max_side: int = 4096) -> Atlas:
 
 def _scaled_size(patch: np.ndarray, scale: float) -> tuple[int, int]:
     height, width = patch.shape[:2]
-    return max(2, int(round(width * scale))), max(2, int(round(height * scale)))
+    return max(MIN_PATCH_SIDE, int(round(width * scale))), max(MIN_PATCH_SIDE, int(round(height * scale)))
 
 
 def _shelf_layout(sizes: list[tuple[int, int]], max_side: int) -> tuple[list[tuple[int, int]], int, int] | None:

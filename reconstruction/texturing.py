@@ -57,7 +57,8 @@ IMAGE_MARGIN_PX = 1.0
 @dataclass(frozen=True)
 class TexturingReport:
     """What texturing did, per LoD: roof and wall surfaces, those textured, those no image saw
-    well enough (they keep a plain material); and the images that gave a texture."""
+    well enough and those whose patch could not be made (both keep a plain material), so that
+    surfaces = textured + unseen + failed; and the images that gave a texture."""
 
     per_lod: Mapping[str, Mapping[str, int]]
     images_used: tuple[str, ...]
@@ -111,8 +112,6 @@ class _Face:
 class _Choice:
     camera: int
     score: float
-    footprint_m: float
-    """Size on the surface of one image pixel (m)."""
 
 
 def texture_buildings(
@@ -134,15 +133,20 @@ def texture_buildings(
     jobs: dict[int, list[tuple[_Face, tuple[int, int]]]] = {}
     failed: list[str] = []
     for lod in config.lods:
+        failed_before = len(failed)
         faces = _faces(buildings, lod, config, failed)
-        if not faces:
+        failed_faces = len(failed) - failed_before
+        if not faces and not failed_faces:
             continue
-        choices = _choose_cameras(occluders, lod, faces, cameras, config)
-        sizes = _patch_sizes(faces, choices, config)
+        choices = _choose_cameras(occluders, lod, faces, cameras, config) if faces else {}
+        sizes = _patch_sizes(faces, choices, cameras, config)
         for i, choice in sorted(choices.items()):
             # the sample grid was only for choosing: dropped, so that a commune's faces stay small
             jobs.setdefault(choice.camera, []).append((replace(faces[i], samples=_NO_SAMPLES), sizes[i]))
-        per_lod[lod] = {"surfaces": len(faces), "textured": len(choices), "unseen": len(faces) - len(choices)}
+        per_lod[lod] = {
+            "surfaces": len(faces) + failed_faces, "textured": len(choices), "unseen": len(faces) - len(choices),
+            "failed": failed_faces,
+        }
     used: set[str] = set()
     for camera_index, camera in enumerate(cameras):
         if camera_index not in jobs:
@@ -155,6 +159,7 @@ def texture_buildings(
             except SURFACE_ERRORS as error:
                 failed.append(_failure(buildings[face.building], face.key, error))
                 per_lod[face.key[0]]["textured"] -= 1
+                per_lod[face.key[0]]["failed"] += 1
     textured = [replace(b, textures=t) if t != dict(b.textures) else b for b, t in zip(buildings, textures)]
     return textured, TexturingReport(per_lod, tuple(sorted(used)), tuple(failed))
 
@@ -261,7 +266,10 @@ class _Occluders:
         for index, (building, lod) in enumerate(zip(buildings, lods)):
             for solid in building.solids(lod) if lod is not None else ():
                 for surface in solid.surfaces:
-                    surface_vertices, surface_triangles = triangulate_surface(surface)
+                    try:
+                        surface_vertices, surface_triangles = triangulate_surface(surface)
+                    except SURFACE_ERRORS:  # a degenerate surface hides nothing; `_faces` reports it when textured
+                        continue
                     vertices.append(surface_vertices - origin)
                     triangles.append(surface_triangles + offset)
                     owners.append(np.full(len(surface_triangles), index))
@@ -369,7 +377,7 @@ def _choose_cameras(
         for k in np.flatnonzero(share >= config.min_visible_share):
             face, score = int(near[k]), float(share[k] * mean_cos[k] / gsd[k])
             if face not in best or score > best[face].score:  # cameras come sorted by name: ties keep the first
-                best[face] = _Choice(camera_index, score, float(gsd[k] / mean_cos[k]))
+                best[face] = _Choice(camera_index, score)
     return best
 
 
@@ -388,17 +396,21 @@ def _faces_in_view(camera: FrameCamera, centres: np.ndarray, radii: np.ndarray, 
     return np.flatnonzero(facing & (depth + radii > 0) & on_image)
 
 
-def _patch_sizes(faces: Sequence[_Face], choices: Mapping[int, _Choice], config: TextureConfig) -> dict[int, tuple[int, int]]:
+def _patch_sizes(
+    faces: Sequence[_Face], choices: Mapping[int, _Choice], cameras: Sequence[FrameCamera], config: TextureConfig
+) -> dict[int, tuple[int, int]]:
     """Per chosen face, (width, height) in pixels of its patch: the image's resolution on the
-    face, coarser for all of a building's faces when they would exceed its budget, capped per side."""
+    face along each of its axes, coarser for all of a building's faces when they would exceed
+    its budget, capped per side."""
+    footprints = {i: _axis_footprints(faces[i], cameras[choice.camera]) for i, choice in choices.items()}
     natural_total: dict[int, int] = {}
-    for i, choice in choices.items():
-        width, height = _pixels(faces[i], choice.footprint_m)
+    for i in choices:
+        width, height = _pixels(faces[i], *footprints[i])
         natural_total[faces[i].building] = natural_total.get(faces[i].building, 0) + width * height
     sizes = {}
-    for i, choice in choices.items():
+    for i in choices:
         coarsen = max(1.0, math.sqrt(natural_total[faces[i].building] / config.budget_px_per_building))
-        width, height = _pixels(faces[i], choice.footprint_m * coarsen)
+        width, height = _pixels(faces[i], footprints[i][0] * coarsen, footprints[i][1] * coarsen)
         longest = max(width, height)
         if longest > config.max_patch_side_px:
             shrink = config.max_patch_side_px / longest
@@ -407,9 +419,21 @@ def _patch_sizes(faces: Sequence[_Face], choices: Mapping[int, _Choice], config:
     return sizes
 
 
-def _pixels(face: _Face, pixel_m: float) -> tuple[int, int]:
+def _axis_footprints(face: _Face, camera: FrameCamera) -> tuple[float, float]:
+    """Metres on the face per image pixel along its u and v axes, at the middle of its
+    vertices: foreshortening coarsens only the axis that tilts away from the camera, so one
+    figure for both would blur a wall seen at 60 degrees to half its horizontal detail."""
+    centre = face.vertices.mean(axis=0)
+    step = 0.1
+    pixels, _ = camera.project(np.array([centre, centre + step * face.u_axis, centre + step * face.v_axis]))
+    along_u, along_v = (float(np.linalg.norm(pixels[k] - pixels[0])) for k in (1, 2))
+    return step / max(along_u, 1e-6), step / max(along_v, 1e-6)
+
+
+def _pixels(face: _Face, pixel_u_m: float, pixel_v_m: float) -> tuple[int, int]:
     umin, vmin, umax, vmax = face.bounds
-    return max(2, int(math.ceil((umax - umin) / pixel_m)) + 1), max(2, int(math.ceil((vmax - vmin) / pixel_m)) + 1)
+    return (max(2, int(math.ceil((umax - umin) / pixel_u_m)) + 1),
+            max(2, int(math.ceil((vmax - vmin) / pixel_v_m)) + 1))
 
 
 def _cut_patch(face: _Face, camera: FrameCamera, image: np.ndarray, width: int, height: int) -> SurfaceTexture:

@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import open3d as o3d

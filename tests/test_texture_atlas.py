@@ -58,3 +58,9 @@ def test_patches_shrink_to_fit_the_size_budget_and_packing_is_deterministic():
 def test_no_patch_is_refused():
     with pytest.raises(ValueError):
         pack_atlas([])
+
+
+def test_patches_that_cannot_fit_even_at_the_smallest_size_are_refused_not_looped_on():
+    patches = [np.zeros((10, 10, 3), np.uint8)] * 200
+    with pytest.raises(ValueError, match="do not fit a 64 x 64 atlas"):
+        pack_atlas(patches, max_side=64)

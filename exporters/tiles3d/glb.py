@@ -35,12 +35,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import cv2
 import meshopt
 import numpy as np
 import pygltflib as gltf
 
-from exporters.texture_atlas import pack_atlas
+from exporters.texture_atlas import encode_jpeg, pack_atlas
 from reconstruction.triangulate import triangulate_surface
 from twin.heights import HeightTransform, geodetic_to_ecef
 from twin.model import Solid, SurfaceKind, SurfaceTexture
@@ -301,7 +300,7 @@ def glb_bytes(
 
     textures: dict[str, Any] = {}
     if mesh.atlas is not None:
-        image_view = buffers.add(_jpeg(mesh.atlas, jpeg_quality), 4)
+        image_view = buffers.add(encode_jpeg(mesh.atlas, jpeg_quality), 4)
         textures = {
             "images": [gltf.Image(bufferView=image_view, mimeType="image/jpeg")],
             "samplers": [gltf.Sampler(
@@ -346,17 +345,6 @@ def _textured_material() -> gltf.Material:
         ),
         extensions={"KHR_materials_unlit": {}},
     )
-
-
-def _jpeg(image: np.ndarray, quality: int) -> bytes:
-    """Baseline JPEG with optimised Huffman tables (smaller, still lossless on top of the quantisation)."""
-    ok, encoded = cv2.imencode(
-        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 1],
-    )
-    if not ok:
-        raise ValueError(f"could not encode a {image.shape[1]} x {image.shape[0]} texture atlas as JPEG")
-    return encoded.tobytes()
 
 
 def _texcoord_array(texcoords: np.ndarray, quantized: bool):

@@ -37,10 +37,10 @@ def quadtree(anchors: np.ndarray, weights: np.ndarray, max_count: int, max_weigh
     (a number, or one per column) (unless it holds a single anchor, or anchors too close
     together to separate)."""
     anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
-    weights = np.asarray(weights, dtype=np.float64).reshape(len(anchors), -1)
-    max_weight = np.asarray(max_weight, dtype=np.float64).reshape(-1)
     if len(anchors) == 0:
         return Cell(0, 0, 0, ())
+    weights = np.asarray(weights, dtype=np.float64).reshape(len(anchors), -1)
+    max_weight = np.asarray(max_weight, dtype=np.float64).reshape(-1)
     low = anchors.min(axis=0)
     size = max(float(np.max(anchors.max(axis=0) - low)), 1.0) * (1 + 1e-9)
     return _split(anchors, weights, np.arange(len(anchors)), low, size, 0, 0, 0, max_count, max_weight)

@@ -27,12 +27,13 @@ from shapely import affinity
 
 from exporters.atomic import atomic_output, atomic_path
 from exporters.cityjson import write_cityjson_file
+from exporters.texture_atlas import encode_jpeg
 from reconstruction.extrude import extrude_faces
 from reconstruction.geometry import solid_volume
 from twin.geodesy import compound
 from twin.model import Building, CityModel, Status
 from twin.imagery.readers import write_cameras_json
-from twin.sample.imagery import encode_jpeg, render_survey
+from twin.sample.imagery import JPEG_QUALITY, render_survey
 from twin.sample.lidar import ScanSettings, simulate_scan
 from twin.sample.scene import EXTENT, SceneBuilding, district
 
@@ -78,7 +79,7 @@ def _write_imagery(folder: Path, buildings: list[SceneBuilding], trees, seed: in
     for camera, image in zip(cameras, images):
         path = folder / f"{camera.name}.jpg"
         with atomic_output(path, "wb") as stream:
-            stream.write(encode_jpeg(image))
+            stream.write(encode_jpeg(image, JPEG_QUALITY))
         written.append(path)
         placed.append(replace(camera, crs=sample_crs(), image=str(path)))
     cameras_json = folder / "cameras.json"

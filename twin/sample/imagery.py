@@ -203,13 +203,6 @@ def render_survey(buildings: list[SceneBuilding], trees: list[Tree], origin: np.
     return cameras, [scene.render(camera, origin, rng) for camera in cameras]
 
 
-def encode_jpeg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return data.tobytes()
-
-
 def _triangle_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     a, b, c = (vertices[triangles[:, k]] for k in range(3))
     normal = np.cross(b - a, c - a)
