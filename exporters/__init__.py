@@ -40,6 +40,8 @@ class Exporter:
     uses_config: bool = False
     check: Callable[[pyproj.CRS, BuildConfig], list[str]] | None = None
     """Raises a TwinError when this exporter cannot write data in that CRS here; returns notes."""
+    drops_textures: bool = False
+    """Writes the buildings' surfaces but not their textures (the run says so when it has some)."""
 
     def export(self, model: CityModel, out_dir: Path, config: BuildConfig) -> list[Path]:
         return self.write(model, out_dir, config) if self.uses_config else self.write(model, out_dir)
@@ -50,11 +52,12 @@ def register(
     description: str,
     uses_config: bool = False,
     check: Callable[[pyproj.CRS, BuildConfig], list[str]] | None = None,
+    drops_textures: bool = False,
 ):
     def decorator(write: Callable[..., list[Path]]):
         if name in _REGISTRY:
             raise RuntimeError(f"two exporters are registered as {name!r}")
-        _REGISTRY[name] = Exporter(name, description, write, uses_config, check)
+        _REGISTRY[name] = Exporter(name, description, write, uses_config, check, drops_textures)
         return write
 
     return decorator

@@ -59,14 +59,14 @@ SUPPORTED_LEVELS = (1, 2, 3)
 Envelope = tuple[np.ndarray, np.ndarray]
 
 
-@register("citygml3", f"CityGML 3.0, one file ({CITYGML3_FILE})")
+@register("citygml3", f"CityGML 3.0, one file ({CITYGML3_FILE})", drops_textures=True)
 def write_citygml3(model: CityModel, out_dir: Path) -> list[Path]:
     path = out_dir / CITYGML3_FILE
     write_citygml_file(path, CITYGML3, model.buildings, model.crs, model_envelope(model.buildings), model.metadata)
     return [path]
 
 
-@register("citygml2", f"CityGML 2.0, one file ({CITYGML2_FILE})")
+@register("citygml2", f"CityGML 2.0, one file ({CITYGML2_FILE})", drops_textures=True)
 def write_citygml2(model: CityModel, out_dir: Path) -> list[Path]:
     path = out_dir / CITYGML2_FILE
     write_citygml_file(path, CITYGML2, model.buildings, model.crs, model_envelope(model.buildings), model.metadata)

@@ -107,7 +107,7 @@ def cityjson_document(
     return document, appearance.atlases
 
 
-@register("cityjsonseq", "CityJSONSeq, one building per line (buildings.city.jsonl)")
+@register("cityjsonseq", "CityJSONSeq, one building per line (buildings.city.jsonl)", drops_textures=True)
 def write_cityjsonseq(model: CityModel, out_dir: Path) -> list[Path]:
     path = out_dir / CITYJSONSEQ_FILE
     with atomic_output(path) as stream:

@@ -23,7 +23,7 @@ OBJ_FILE = "buildings.obj"
 ORIGIN_STEP_M = 1000.0
 
 
-@register("obj", f"Wavefront OBJ mesh, one object per building, highest LoD ({OBJ_FILE})")
+@register("obj", f"Wavefront OBJ mesh, one object per building, highest LoD ({OBJ_FILE})", drops_textures=True)
 def write_obj(model: CityModel, out_dir: Path) -> list[Path]:
     # Imported here: every run loads the registry of exporters, and trimesh is slow to import.
     import trimesh

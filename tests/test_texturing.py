@@ -368,6 +368,7 @@ def _sample_camera(image: str | None, crs: str = "EPSG:2154") -> FrameCamera:
         (None, "EPSG:2154", "camera 'cam-1' names no image"),
         ("present.jpg", "EPSG:32631", "the cameras are in WGS 84 / UTM zone 31N"),
         ("present.jpg", "EPSG:2154+5773", "the camera heights are in EGM96 height but the points. are in NGF-IGN69"),
+        ("present.jpg", pyproj.CRS("EPSG:2154").to_3d().to_wkt(), "the camera heights are ellipsoidal but the points' are in NGF-IGN69"),
     ],
 )
 def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image, crs, message):
@@ -537,7 +538,7 @@ def test_sample_build_with_images_writes_a_textured_cityjson(sample_textured, va
                 found |= {(lod, solid_index, i) for i, rings in enumerate(values) if rings[0][0] is not None}
         assert found == set(building.textures), building.id
     assert "appearance" not in (out / "buildings.city.jsonl").read_text()
-    assert any("CityJSONSeq carries no textures" in note for note in model.metadata["notes"])
+    assert any("cityjsonseq carry no textures" in note for note in model.metadata["notes"])
 
 
 def test_an_image_of_another_size_than_its_camera_stops_the_run_naming_it(sample_dir, tmp_path):

@@ -166,10 +166,12 @@ Examples:
               help="Keep the manifest, finished units and run report here; a run started again resumes from it.")
 @click.option("--per-commune", is_flag=True, help="Write the outputs per commune, in <out>/<INSEE code>/ (needs --communes).")
 @click.option("--images", type=click.Path(path_type=Path),
-              help="Camera file of oriented aerial images (twin-cameras JSON or an OpenSfM/ODM reconstruction.json, "
-                   "with their interior orientation): roofs and walls get textures cut "
-                   "from the images that see them best (CityJSON: JPEG atlases in buildings.textures/; "
-                   "CityJSONSeq carries none).")
+              help="Camera file of oriented aerial images (any form twin match reads, see the README): roofs and "
+                   "walls get textures cut from the images that see them best (CityJSON: JPEG atlases in "
+                   "buildings.textures/; 3D Tiles: an atlas per tile).")
+@click.option("--image-interior", type=click.Path(path_type=Path),
+              help="Interior orientation (YAML or JSON) for --images files that do not hold it "
+                   "(omega-phi-kappa or roll-pitch-yaw tables, orthority GeoJSON).")
 @click.option("--texture-budget", type=int, default=262_144, show_default=True,
               help="Most texture pixels per building and LoD (patches get coarser beyond it).")
 @click.option("--unit-size", type=float, default=1000.0, show_default=True,
@@ -178,8 +180,8 @@ Examples:
 @click.argument("more_points", nargs=-1, type=click.Path(path_type=Path))
 def build(points, footprints, out_dir, formats, id_field, layer, communes, commune_field, outside_communes, proj_data,
           allow_approximate_heights, tile_compression, tile_max_buildings, crs, vertical_crs,
-          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, images, texture_budget,
-          workers, scheduler, unit_size, verbose, more_points) -> None:
+          building_classes, ground_classes, roof_percentile, step_height, work_dir, per_commune, images, image_interior,
+          texture_budget, workers, scheduler, unit_size, verbose, more_points) -> None:
     """Build LOD1.2, LOD1.3 and LOD2.2 buildings from point clouds and footprints.
 
     Writes the buildings (buildings.city.json, or buildings.city.jsonl with
@@ -220,6 +222,7 @@ def build(points, footprints, out_dir, formats, id_field, layer, communes, commu
                 config=config, crs=crs, vertical_crs=vertical_crs, id_field=id_field, layer=layer,
                 communes=communes, commune_field=commune_field, outside_communes=outside_communes,
                 progress=progress, execution=execution, per_commune=per_commune, images=images,
+                image_interior=image_interior,
             )
         finally:
             progress.close()

@@ -100,6 +100,7 @@ def build(
     execution: Execution = Execution(),
     per_commune: bool = False,
     images: str | Path | None = None,
+    image_interior: str | Path | None = None,
     _update: _Update | None = None,
 ) -> CityModel:
     """Builds LOD1.2, LOD1.3 and LOD2.2 buildings; writes `formats` into `out_dir` when given.
@@ -115,10 +116,10 @@ def build(
     The run is cut into units (`execution`): with `execution.work_dir`, finished units
     are kept there and a run started again skips them.
 
-    With `images` (a camera file in a form `twin.imagery.readers.load_cameras` reads, whose
-    cameras carry their interior orientation and name their images), the
-    roof and wall surfaces get textures cut from the images that see them best
-    (`config.textures`); the metadata's `textures` records the counts and the images used.
+    With `images` (a camera file in a form `twin.imagery.readers.load_cameras` reads, with
+    `image_interior` for the forms that do not hold the interior orientation), the roof and
+    wall surfaces get textures cut from the images that see them best (`config.textures`);
+    the metadata's `textures` records the counts and the images used.
     """
     if outside_communes not in OUTSIDE_COMMUNES:
         raise ValueError(f"outside_communes must be one of {', '.join(OUTSIDE_COMMUNES)}")
@@ -144,11 +145,12 @@ def build(
             notes += exporter.check(model_crs, config)
     if per_commune and commune_set is None:
         raise InputError("per-commune outputs need the commune polygons: pass --communes")
-    imagery = _Imagery.open(Path(images), model_crs) if images is not None else None
+    imagery = _Imagery.open(Path(images), model_crs, image_interior) if images is not None else None
     if imagery is not None:
         notes += imagery.notes
-    if imagery is not None and "cityjsonseq" in formats:
-        notes.append("CityJSONSeq carries no textures (each line stands alone); they are in the CityJSON file's atlases")
+    untextured = [e.name for e in chosen_exporters if e.drops_textures]
+    if imagery is not None and untextured:
+        notes.append(f"{', '.join(untextured)} carry no textures; CityJSON (atlases) and 3D Tiles do")
 
     coverage = shapely.union_all([s.footprint() for s in sources])
     covered = [f for f in footprint_set.footprints if f.polygon.intersects(coverage)]
@@ -173,7 +175,8 @@ def build(
         "formats": list(dict.fromkeys(formats)),
         "options": {"crs": crs, "vertical_crs": vertical_crs, "id_field": id_field, "layer": layer,
                     "communes": str(communes) if communes is not None else None, "commune_field": commune_field,
-                    "per_commune": per_commune, "images": str(images) if images is not None else None},
+                    "per_commune": per_commune, "images": str(images) if images is not None else None,
+                    "image_interior": str(image_interior) if image_interior is not None else None},
         "parameters": config.to_dict(),
         "unit_size_m": execution.unit_size_m,
     }
@@ -259,6 +262,7 @@ def update(
         commune_field=options["commune_field"],
         per_commune=options["per_commune"],
         images=options.get("images"),
+        image_interior=options.get("image_interior"),
         progress=progress,
         execution=replace(execution, work_dir=work_dir, unit_size_m=spec["unit_size_m"]),
         _update=_Update(change, extents),
@@ -276,34 +280,42 @@ class _Imagery(Mapping[str, np.ndarray]):
         self._by_name = {c.name: c for c in cameras}
 
     @staticmethod
-    def open(path: Path, model_crs) -> "_Imagery":
-        """Reads the camera file and checks, before the long part of the run, that the cameras
-        are in the points' CRS, heights included, and that every image exists."""
-        cameras = load_cameras(path)
+    def open(path: Path, model_crs, interior: Path | None = None) -> "_Imagery":
+        """Reads the camera file (forms that convert, OpenSfM and lat/lon tables, into the
+        points' CRS) and checks, before the long part of the run, that the cameras are in the
+        points' CRS, heights included, and that every image exists."""
+        cameras = load_cameras(path, interior=interior, crs=model_crs)
         notes = set()
+        model_vertical = model_crs.sub_crs_list[1] if model_crs.is_compound else None
         for camera in cameras:
-            if camera.crs is not None and not horizontal_part(camera.crs).equals(horizontal_part(model_crs)):
+            if camera.crs is not None and not horizontal_part(camera.crs).to_2d().equals(horizontal_part(model_crs).to_2d()):
                 raise InputError(
                     f"{path}: the cameras are in {camera.crs.name} but the points are in "
                     f"{horizontal_part(model_crs).name}; give the camera centres in the points' CRS"
                 )
             # Camera heights in another datum than the buildings' (ellipsoidal against NGF-IGN69,
             # some 44 m apart) would cut every patch from the wrong place.
-            model_vertical = model_crs.sub_crs_list[1] if model_crs.is_compound else None
-            if camera.crs is not None and camera.crs.is_compound and model_vertical is not None:
+            if camera.crs is None or model_vertical is None:
+                continue
+            if camera.crs.is_compound:
                 if not camera.crs.sub_crs_list[1].equals(model_vertical):
                     raise InputError(
                         f"{path}: the camera heights are in {camera.crs.sub_crs_list[1].name} but the points' are in "
                         f"{model_vertical.name}; give the camera centres with {model_vertical.name} heights"
                     )
-            elif model_vertical is not None:
+            elif len(camera.crs.axis_info) == 3:
+                raise InputError(
+                    f"{path}: the camera heights are ellipsoidal but the points' are in {model_vertical.name}; "
+                    f"give the camera centres with {model_vertical.name} heights"
+                )
+            else:
                 notes.add(f"{path}: the cameras' CRS names no vertical datum; their heights are taken as {model_vertical.name}")
             if camera.image is None:
                 raise InputError(f'{path}: camera {camera.name!r} names no image; give its "image" file')
             if not Path(camera.image).is_file():
                 raise InputError(
                     f"{path}: the image {camera.image} of camera {camera.name!r} does not exist; "
-                    "image paths are relative to the camera file's folder"
+                    "check the image paths or the images folder of the camera file"
                 )
         return _Imagery(str(path), cameras, sorted(notes))
 
