@@ -8,7 +8,8 @@ per building, each with its own vertex list.
 
 Textured surfaces (`Building.textures`, from `twin build --images`) go into the CityJSON
 file's `appearance`, theme "aerial": their patches are packed into JPEG atlases of at most
-`TextureConfig.buildings_per_atlas` buildings each, in a folder beside the file
+`TextureConfig.max_atlas_side` pixels a side, each shared by consecutive buildings while their
+patches fill it at full resolution, in a folder beside the file
 (`buildings.textures/atlas_0000.jpg`...), and each solid's `texture` gives, per ring, the
 atlas and the ring's texture coordinates (`[null]` for a surface without texture).
 CityJSONSeq carries no textures: its lines are meant to stand alone, and a texture file
@@ -27,7 +28,7 @@ import numpy as np
 
 from exporters import register
 from exporters.atomic import atomic_output, is_temporary
-from exporters.texture_atlas import encode_jpeg, pack_atlas
+from exporters.texture_atlas import FILL, encode_jpeg, pack_atlas, padded_area
 from twin.attributes import json_value
 from twin.config import BuildConfig, TextureConfig
 from twin.geodesy import crs_uri
@@ -37,8 +38,6 @@ SCALE = 0.001
 CITYJSON_FILE = "buildings.city.json"
 CITYJSONSEQ_FILE = "buildings.city.jsonl"
 TEXTURE_THEME = "aerial"
-ATLAS_MAX_SIDE = 4096
-"""Widest atlas: what every WebGL and desktop viewer loads."""
 UV_DIGITS = 6
 """Texture coordinates are rounded to this many decimals (a 4096 px atlas needs 4)."""
 
@@ -86,7 +85,7 @@ def cityjson_document(
     """The CityJSON document and its texture atlases (file name in the texture folder, RGB image)."""
     translate = _translate(model)
     vertex_index = _VertexIndex(translate)
-    appearance = _Appearance.of(model.buildings, texture_folder_name, textures.buildings_per_atlas)
+    appearance = _Appearance.of(model.buildings, texture_folder_name, textures.max_atlas_side)
     city_objects: dict[str, Any] = {}
     for building in model.buildings:
         city_objects.update(_city_objects(building, vertex_index, appearance))
@@ -186,6 +185,20 @@ class _VertexIndex:
         return [list(key) for key in self._index]
 
 
+def _atlas_groups(buildings: list[Building], pixel_budget: float) -> list[list[Building]]:
+    """Consecutive buildings, as many per group as their patches' area allows (at least one)."""
+    groups: list[list[Building]] = []
+    used = pixel_budget
+    for building in buildings:
+        need = sum(padded_area(t.image) for t in building.textures.values())
+        if used + need > pixel_budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(building)
+        used += need
+    return groups
+
+
 @dataclass(frozen=True, eq=False)
 class _Appearance:
     """The model's textures packed into atlases, and per textured surface its atlas and the
@@ -201,13 +214,11 @@ class _Appearance:
         return _Appearance([], [], [], {})
 
     @staticmethod
-    def of(buildings: Iterable[Building], folder_name: str, buildings_per_atlas: int) -> "_Appearance":
-        textured = [b for b in buildings if b.textures]
+    def of(buildings: Iterable[Building], folder_name: str, max_atlas_side: int) -> "_Appearance":
         appearance = _Appearance.none()
         uv_index: dict[tuple[float, float], int] = {}
-        for start in range(0, len(textured), buildings_per_atlas):
-            group = [(b.id, key, b.textures[key]) for b in textured[start : start + buildings_per_atlas]
-                     for key in sorted(b.textures)]
+        for members in _atlas_groups([b for b in buildings if b.textures], FILL * max_atlas_side**2):
+            group = [(b.id, key, b.textures[key]) for b in members for key in sorted(b.textures)]
             # A surface that keeps its shape across LoDs (a flat roof, a plain wall) has the same
             # patch at each: it is packed once.
             patches: list[np.ndarray] = []
@@ -219,7 +230,7 @@ class _Appearance:
                     unique[key] = len(patches)
                     patches.append(texture.image)
                 patch_of.append(unique[key])
-            atlas = pack_atlas(patches, ATLAS_MAX_SIDE)
+            atlas = pack_atlas(patches, max_atlas_side)
             name = f"atlas_{len(appearance.atlases):04d}.jpg"
             texture_index = len(appearance.textures)
             appearance.atlases.append((name, atlas.image))

@@ -20,6 +20,9 @@ PADDING = 2
 first mipmap level never blend a neighbouring patch into a face (coarser mipmap levels, seen
 from afar, may blend a little)."""
 MIN_PATCH_SIDE = 2
+FILL = 0.7
+"""Share of an atlas that patches may fill at full resolution when grouping them into atlases:
+the shelf packer leaves gaps, and a group that does not fit gets all its patches scaled down."""
 JPEG_OPTIONS = (cv2.IMWRITE_JPEG_OPTIMIZE, 1)
 """Optimised Huffman tables: a few per cent smaller, and still the same bytes for the same image."""
 
@@ -90,6 +93,12 @@ def pack_atlas(patches: Sequence[np.ndarray], max_side: int = 4096) -> Atlas:
             )
         )
     return Atlas(image, tuple(windows))
+
+
+def padded_area(patch: np.ndarray) -> int:
+    """Atlas pixels a patch takes at full resolution, padding included."""
+    height, width = patch.shape[:2]
+    return (height + 2 * PADDING) * (width + 2 * PADDING)
 
 
 def _scaled_size(patch: np.ndarray, scale: float) -> tuple[int, int]:

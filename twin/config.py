@@ -240,10 +240,10 @@ class TextureConfig:
     max_patch_side_px: int = 1024
     """Longest side of one surface's patch."""
     jpeg_quality: int = 90
-    """Quality (0..100) of the JPEG texture files."""
-    buildings_per_atlas: int = 64
-    """Buildings whose patches share one atlas image in file outputs: with the default budget,
-    one atlas stays within 4096 x 4096 pixels."""
+    """Quality (1..100) of the JPEG atlases of CityJSON files (3D Tiles: `TilesConfig.jpeg_quality`)."""
+    max_atlas_side: int = 4096
+    """Longest side of a CityJSON file's atlas images: consecutive buildings share one atlas
+    while their patches fill it at full resolution (`texture_atlas.FILL`)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.lods), "at least one LoD to texture is needed")
@@ -256,7 +256,10 @@ class TextureConfig:
         _require(self.budget_px_per_building >= 64, "the pixel budget per building must be at least 64")
         _require(8 <= self.max_patch_side_px <= 8192, "max patch side must be within 8..8192 px")
         _require(1 <= self.jpeg_quality <= 100, "JPEG quality must be within 1..100")
-        _require(self.buildings_per_atlas >= 1, "an atlas holds at least one building")
+        _require(
+            64 <= self.max_atlas_side <= 16_384 and self.max_atlas_side % 4 == 0,
+            "the texture atlas side must be a multiple of 4 within 64..16384 pixels",
+        )
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ from exporters import register
 from exporters.atomic import atomic_folder
 from exporters.tiles3d.glb import SurfaceTextures, glb_bytes, tile_mesh
 from exporters.tiles3d.metadata import Property, building_properties, metadata_schema, property_table
-from exporters.texture_atlas import PADDING as ATLAS_PADDING
+from exporters.texture_atlas import FILL as ATLAS_FILL
+from exporters.texture_atlas import padded_area
 from exporters.tiles3d.tiling import Cell, quadtree
 from twin.config import BuildConfig, TilesConfig
 from twin.errors import InputError
@@ -69,9 +70,6 @@ LOD_GEOMETRIC_ERRORS = {"1.2": 16.0, "1.3": 8.0, "2.2": 4.0}
 the height range of their roof, LoD2 models by their smaller details."""
 REGION_MARGIN_M = 0.1  # covers the rounding of quantized positions (a few millimetres)
 EARTH_RADIUS_M = 6_378_137.0
-ATLAS_FILL = 0.7
-"""Share of an atlas that a tile's texture patches may fill: the shelf packer leaves gaps, and a
-tile whose patches do not fit gets them all scaled down, losing detail where it is not needed."""
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 REGION_CLASS = {
@@ -341,8 +339,7 @@ def _texture_pixels(building: Building) -> int:
     """The atlas pixels the building's patches take in the tile of its most textured LoD."""
     per_lod: dict[str, int] = {}
     for (lod, _, _), texture in building.textures.items():
-        height, width = texture.image.shape[:2]
-        per_lod[lod] = per_lod.get(lod, 0) + (height + 2 * ATLAS_PADDING) * (width + 2 * ATLAS_PADDING)
+        per_lod[lod] = per_lod.get(lod, 0) + padded_area(texture.image)
     return max(per_lod.values(), default=0)
 
 
