@@ -374,6 +374,7 @@ def _sample_camera(image: str | None, crs: str = "EPSG:2154") -> FrameCamera:
         ("present.jpg", "EPSG:32631", "the cameras are in WGS 84 / UTM zone 31N"),
         ("present.jpg", "EPSG:2154+5773", "the camera heights are in EGM96 height but the points. are in NGF-IGN69"),
         ("present.jpg", pyproj.CRS("EPSG:2154").to_3d().to_wkt(), "the camera heights are ellipsoidal but the points' are in NGF-IGN69"),
+        ("present.jpg", "EPSG:5698", "is not in a format OpenCV reads"),
     ],
 )
 def test_bad_imagery_stops_the_run_before_it_starts(sample_dir, tmp_path, image, crs, message):

@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 import shapely
 
@@ -316,6 +317,11 @@ class _Imagery(Mapping[str, np.ndarray]):
                 raise InputError(
                     f"{path}: the image {camera.image} of camera {camera.name!r} does not exist; "
                     "check the image paths or the images folder of the camera file"
+                )
+            if not cv2.haveImageReader(str(camera.image)):
+                raise InputError(
+                    f"{camera.image}: the image of camera {camera.name!r} is not in a format OpenCV reads "
+                    "(JPEG, TIFF, PNG...); convert it"
                 )
         return _Imagery(str(path), cameras, sorted(notes))
 
