@@ -179,8 +179,11 @@ def _rotation_angle_deg(a, b):
 def test_drone_cameras_read_from_every_form(drone_cameras, dsm):
     for form, cameras in drone_cameras.items():
         assert [c.name for c in cameras] == ["100_0005_0018", "100_0005_0136", "100_0005_0140", "100_0005_0142"], form
+        # The table's x y z are in the CRS it is given; OpenSfM's and the lat lon alt table's
+        # ellipsoidal heights say so: UTM with an ellipsoidal height axis.
+        expected_crs = dsm.crs if form == "xyz_opk" else pyproj.CRS("EPSG:32651").to_3d()
         for camera in cameras:
-            assert camera.crs == dsm.crs == pyproj.CRS("EPSG:32651")
+            assert camera.crs == expected_crs
             assert camera.intrinsics.width == 1368 and camera.intrinsics.height == 912
             assert camera.intrinsics.k1 == pytest.approx(-0.26406291)
             image = read_image(camera.image)
@@ -254,7 +257,7 @@ def test_opensfm_cameras_into_another_projected_crs(drone_files, drone_cameras, 
     to_tm2 = pyproj.Transformer.from_crs(dsm.crs, "EPSG:3826", always_xy=True)
     moved = np.column_stack(to_tm2.transform(points[:, 0], points[:, 1], points[:, 2]))
     for utm_camera, camera in zip(drone_cameras["opensfm"], cameras):
-        assert camera.crs == pyproj.CRS("EPSG:3826")
+        assert camera.crs == pyproj.CRS("EPSG:3826").to_3d()
         expected, seen = _visible(utm_camera, points)
         got, _ = camera.project(moved[seen])
         assert np.max(np.linalg.norm(got - expected[seen], axis=1)) < 0.2
