@@ -559,7 +559,7 @@ def test_undistort_gives_nan_beyond_the_fold():
     ideal = intrinsics.undistort(np.array([[0.5, 0.0], [0.8, 0.0], [0.0, -0.6], [0.0, 0.9], [0.7, 0.0]]))
     assert np.all(np.isfinite(ideal[[0, 2]])) and np.all(np.isnan(ideal[[1, 3]]))
     assert np.allclose(intrinsics.distort(ideal[[0, 2]]), [[0.5, 0.0], [0.0, -0.6]], rtol=0, atol=1e-12)
-    assert np.isnan(ideal[4]).all() or np.linalg.norm(ideal[4]) <= intrinsics.monotonic_radius  # never the folded branch
+    assert ideal[4] == pytest.approx([1.0, 0.0], abs=1e-9)  # 1 (1 - 0.3) = 0.7: just short of the fold
     camera = FrameCamera("fold", intrinsics, np.zeros(3), np.eye(3))
     directions = camera.rays(np.array([[319.5 + 0.8 * 500.0, 239.5]]))
     assert np.isnan(directions).all()

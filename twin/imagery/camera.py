@@ -175,7 +175,8 @@ class FrameCamera:
         return self.intrinsics.normalised_to_pixels(normalised), depth
 
     def rays(self, pixels: np.ndarray) -> np.ndarray:
-        """Unit world directions (n, 3) of the rays through pixel coordinates (n, 2)."""
+        """Unit world directions (n, 3) of the rays through pixel coordinates (n, 2); NaN rows for
+        pixels that no ray reaches (beyond the fold of the distortion, see `Intrinsics.undistort`)."""
         normalised = self.intrinsics.pixels_to_normalised(np.asarray(pixels, dtype=float))
         local = np.column_stack([normalised, np.ones(len(normalised))])
         directions = local @ self.rotation
