@@ -4,7 +4,10 @@ projecting the shared elevation models into the images."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import shutil
+import warnings
 
 import cv2
 import numpy as np
@@ -14,7 +17,7 @@ from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import map_coordinates
 
 from twin.errors import InputError
-from twin.imagery.camera import FrameCamera, Intrinsics, look_at
+from twin.imagery.camera import FrameCamera, Intrinsics, look_at, rotation_from_rpy
 from twin.imagery.images import check_image_size, read_image
 from twin.imagery.readers import (
     load_cameras,
@@ -24,6 +27,8 @@ from twin.imagery.readers import (
     read_lla_rpy_csv,
     read_opensfm,
     read_opk_csv,
+    read_opk_geojson,
+    utm_crs_of,
     write_cameras_json,
 )
 
@@ -179,8 +184,11 @@ def _rotation_angle_deg(a, b):
 def test_drone_cameras_read_from_every_form(drone_cameras, dsm):
     for form, cameras in drone_cameras.items():
         assert [c.name for c in cameras] == ["100_0005_0018", "100_0005_0136", "100_0005_0140", "100_0005_0142"], form
+        # The table's x y z are in the CRS it is given; OpenSfM's and the lat lon alt table's
+        # ellipsoidal heights say so: UTM with an ellipsoidal height axis.
+        expected_crs = dsm.crs if form == "xyz_opk" else pyproj.CRS("EPSG:32651").to_3d()
         for camera in cameras:
-            assert camera.crs == dsm.crs == pyproj.CRS("EPSG:32651")
+            assert camera.crs == expected_crs
             assert camera.intrinsics.width == 1368 and camera.intrinsics.height == 912
             assert camera.intrinsics.k1 == pytest.approx(-0.26406291)
             image = read_image(camera.image)
@@ -254,7 +262,7 @@ def test_opensfm_cameras_into_another_projected_crs(drone_files, drone_cameras, 
     to_tm2 = pyproj.Transformer.from_crs(dsm.crs, "EPSG:3826", always_xy=True)
     moved = np.column_stack(to_tm2.transform(points[:, 0], points[:, 1], points[:, 2]))
     for utm_camera, camera in zip(drone_cameras["opensfm"], cameras):
-        assert camera.crs == pyproj.CRS("EPSG:3826")
+        assert camera.crs == pyproj.CRS("EPSG:3826").to_3d()
         expected, seen = _visible(utm_camera, points)
         got, _ = camera.project(moved[seen])
         assert np.max(np.linalg.norm(got - expected[seen], axis=1)) < 0.2
@@ -406,17 +414,36 @@ def test_cameras_json_keeps_a_crs_without_epsg_code(ngi_cameras, tmp_path):
 
 
 def test_load_cameras_picks_the_reader_by_content(drone_files, tmp_path):
-    reconstruction = drone_files["reconstruction"]
+    reconstruction, images = drone_files["reconstruction"], drone_files["images"]
     by_form = {
         "opensfm": load_cameras(reconstruction),
-        "xyz_opk": load_cameras(drone_files["xyz_opk"], reconstruction, crs="EPSG:32651", image_dir=drone_files["images"]),
-        "lla_rpy": load_cameras(drone_files["lla_rpy"], reconstruction, crs="EPSG:32651", image_dir=drone_files["images"]),
+        "xyz_opk": load_cameras(drone_files["xyz_opk"], reconstruction, crs="EPSG:32651", image_dir=images),
+        "lla_rpy": load_cameras(drone_files["lla_rpy"], reconstruction, crs="EPSG:32651", image_dir=images),
+    }
+    direct = {
+        "opensfm": read_opensfm(reconstruction),
+        "xyz_opk": read_opk_csv(drone_files["xyz_opk"], reconstruction, crs="EPSG:32651", image_dir=images),
+        "lla_rpy": read_lla_rpy_csv(drone_files["lla_rpy"], reconstruction, crs="EPSG:32651", image_dir=images),
     }
     write_cameras_json(by_form["opensfm"], tmp_path / "cameras.json")
-    by_form["json"] = load_cameras(tmp_path / "cameras.json")
+    # The camera JSON declares its CRS: a `crs` given to load_cameras leaves it alone.
+    by_form["json"] = load_cameras(tmp_path / "cameras.json", crs="EPSG:2154")
+    direct["json"] = read_cameras_json(tmp_path / "cameras.json")
     for form, cameras in by_form.items():
-        assert len(cameras) == 4, form
+        assert len(cameras) == len(direct[form]) == 4, form
+        for camera, expected in zip(cameras, direct[form]):
+            assert camera.name == expected.name and camera.crs == expected.crs and camera.image == expected.image, form
+            assert np.array_equal(camera.center, expected.center) and np.array_equal(camera.rotation, expected.rotation), form
+            assert camera.metadata == expected.metadata, form
+    # What tells the readers apart: OpenSfM notes its frame, the lat lon alt table's heights
+    # are ellipsoidal (a 3D CRS), the x y z table's are in the CRS it is given.
+    assert {c.metadata.get("opensfm_frame") for c in by_form["opensfm"]} == {"utm-offset"}
+    assert all("opensfm_frame" not in c.metadata for form in ("xyz_opk", "lla_rpy", "json") for c in by_form[form])
+    assert by_form["lla_rpy"][0].crs == pyproj.CRS("EPSG:32651").to_3d()
+    assert by_form["xyz_opk"][0].crs == pyproj.CRS("EPSG:32651")
+    assert by_form["json"][0].crs == by_form["opensfm"][0].crs
     assert by_form["json"][0].image == by_form["opensfm"][0].image
+    assert np.allclose(by_form["json"][0].center, by_form["opensfm"][0].center, rtol=0, atol=1e-8)
     interior = read_interior(reconstruction)
     assert list(interior) == ["dji fc6310r 5472 3648 brown 0.6666"]
 
@@ -498,3 +525,235 @@ def test_check_image_size_names_both_sizes(tmp_path):
     camera = _synthetic_cameras(tmp_path)[0]
     with pytest.raises(InputError, match=r"is 6 x 4 pixels but camera 'vertical' is calibrated for 640 x 480"):
         check_image_size(camera, np.zeros((4, 6, 3), np.uint8), "small.png")
+
+
+def test_read_image_bit_depth_snaps_to_standard_depths(tmp_path):
+    """Two frames of one 12-bit sensor in 16-bit files: a dark one (all below 1024) and a bright
+    one. The guess snaps to standard depths (10 and 12 bits here, not 9 and 12), and `bits`
+    reads both on the sensor's scale."""
+    dark = np.full((2, 2), 300, dtype=np.uint16)
+    bright = np.array([[300, 4000], [0, 0]], dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "dark.png"), dark)
+    cv2.imwrite(str(tmp_path / "bright.png"), bright)
+    assert read_image(tmp_path / "dark.png")[0, 0, 0] == 75  # 300 * 255 / 1023
+    assert read_image(tmp_path / "bright.png")[0, 0, 0] == 19  # 300 * 255 / 4095
+    assert read_image(tmp_path / "dark.png", bits=12)[0, 0, 0] == read_image(tmp_path / "bright.png", bits=12)[0, 0, 0] == 19
+    assert read_image(tmp_path / "bright.png", bits=10)[0, 1, 0] == 255  # above 10 bits: clipped
+
+
+# --- Camera model -----------------------------------------------------------------------
+
+
+def test_intrinsics_refuse_non_finite_parameters():
+    with pytest.raises(ValueError, match="fx=nan"):
+        Intrinsics(640, 480, float("nan"), 500.0, 319.5, 239.5)
+    with pytest.raises(ValueError, match="k1=inf"):
+        Intrinsics(640, 480, 500.0, 500.0, 319.5, 239.5, k1=float("inf"))
+
+
+def test_undistort_gives_nan_beyond_the_fold():
+    """r (1 - 0.3 r^2) grows up to r = 1.054 (distorted radius 0.703) and folds back after:
+    a distorted radius of 0.8 has no ideal point, 0.5 has one."""
+    intrinsics = Intrinsics(640, 480, 500.0, 500.0, 319.5, 239.5, k1=-0.3)
+    assert "iterations" not in inspect.signature(intrinsics.undistort).parameters
+    ideal = intrinsics.undistort(np.array([[0.5, 0.0], [0.8, 0.0], [0.0, -0.6], [0.0, 0.9], [0.7, 0.0]]))
+    assert np.all(np.isfinite(ideal[[0, 2]])) and np.all(np.isnan(ideal[[1, 3]]))
+    assert np.allclose(intrinsics.distort(ideal[[0, 2]]), [[0.5, 0.0], [0.0, -0.6]], rtol=0, atol=1e-12)
+    assert ideal[4] == pytest.approx([1.0, 0.0], abs=1e-9)  # 1 (1 - 0.3) = 0.7: just short of the fold
+    camera = FrameCamera("fold", intrinsics, np.zeros(3), np.eye(3))
+    directions = camera.rays(np.array([[319.5 + 0.8 * 500.0, 239.5]]))
+    assert np.isnan(directions).all()
+
+
+def test_project_gives_nan_behind_the_camera_and_beyond_the_fold():
+    intrinsics = Intrinsics(640, 480, 500.0, 500.0, 319.5, 239.5, k1=-0.3)
+    camera = FrameCamera("down", intrinsics, np.array([0.0, 0.0, 100.0]), np.diag([1.0, -1.0, -1.0]))
+    # In front on the axis; behind (above the camera); in front but 2 x the depth off-axis (r = 2 > 1.054).
+    pixels, depth = camera.project(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 150.0], [200.0, 0.0, 0.0]]))
+    assert np.allclose(pixels[0], [319.5, 239.5]) and depth[0] == pytest.approx(100.0)
+    assert np.isnan(pixels[1]).all() and depth[1] < 0
+    assert np.isnan(pixels[2]).all() and depth[2] > 0
+    # Without the fold check r = 2 would land back inside the image: 2 (1 - 0.3 * 4) = -0.4.
+    assert np.abs(intrinsics.distort(np.array([[2.0, 0.0]]))[0, 0]) < 0.5
+
+
+def test_distortion_matches_opencv_project_points():
+    """Brown distortion with all five coefficients, tangential ones included, is OpenCV's."""
+    intrinsics = Intrinsics(1368, 912, 911.7, 905.3, 681.4, 459.8, k1=-0.264, k2=0.102, k3=-0.026, p1=3.1e-3, p2=-2.4e-3)
+    center = np.array([10.0, -5.0, 80.0])
+    camera = FrameCamera("c", intrinsics, center, look_at(center, np.array([30.0, 20.0, 0.0])))
+    rng = np.random.default_rng(7)
+    points = np.column_stack([rng.uniform(-20, 80, 500), rng.uniform(-30, 70, 500), rng.uniform(0, 20, 500)])
+    pixels, depth = camera.project(points)
+    kept = (depth > 0) & np.isfinite(pixels).all(axis=1)
+    assert kept.sum() > 400
+    rvec = cv2.Rodrigues(camera.rotation)[0]
+    tvec = -camera.rotation @ center
+    expected = cv2.projectPoints(points[kept], rvec, tvec, intrinsics.matrix, intrinsics.distortion)[0].reshape(-1, 2)
+    assert np.max(np.linalg.norm(pixels[kept] - expected, axis=1)) < 1e-6
+
+
+def test_roll_pitch_yaw_axes():
+    """Heading north (yaw 0): a positive roll (right side down) swings the view to the west, the
+    left of the heading; pitch 30 with yaw 90 looks 30 degrees off nadir towards the east."""
+    view = rotation_from_rpy(10.0, 0.0, 0.0)[2]
+    assert view[0] < -0.17 and abs(view[1]) < 1e-12
+    view = rotation_from_rpy(0.0, 30.0, 90.0)[2]
+    assert view == pytest.approx([0.5, 0.0, -np.sqrt(3.0) / 2.0], abs=1e-12)
+
+
+def test_utm_zone_of_any_longitude():
+    assert utm_crs_of(200.0, 10.0) == utm_crs_of(-160.0, 10.0) == pyproj.CRS("EPSG:32604")
+    assert utm_crs_of(2.35, -48.85) == pyproj.CRS("EPSG:32731")
+    assert utm_crs_of(180.0, 1.0) == pyproj.CRS("EPSG:32601")
+
+
+# --- Heights: ellipsoidal in, converted with the geoid grid or said to be ellipsoidal ----
+
+CONTROL_POINT = (652470.0, 6861960.0, 35.0)  # Lambert-93 + NGF-IGN69, near Notre-Dame de Paris
+CONTROL_HEIGHT = 78.80  # its WGS84 ellipsoidal height with IGN's geoid grid
+LAMBERT93_NGF = "EPSG:2154+5720"
+
+
+def _control_lon_lat():
+    return pyproj.Transformer.from_crs("EPSG:2154", "EPSG:4326", always_xy=True).transform(*CONTROL_POINT[:2])
+
+
+def _down_looking_reconstruction(path, reference_altitude, center):
+    """A one-shot OpenSfM reconstruction at the control point, looking straight down."""
+    longitude, latitude = _control_lon_lat()
+    rotation = np.diag([1.0, -1.0, -1.0])
+    document = [
+        {
+            "cameras": {"cam": {"projection_type": "perspective", "width": 100, "height": 80, "focal": 1.0, "k1": 0.0, "k2": 0.0}},
+            "shots": {"a.jpg": {"camera": "cam", "rotation": [np.pi, 0.0, 0.0], "translation": (-rotation @ np.asarray(center)).tolist()}},
+            "reference_lla": {"latitude": latitude, "longitude": longitude, "altitude": reference_altitude},
+        }
+    ]
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _lla_table(path):
+    longitude, latitude = _control_lon_lat()
+    path.write_text(f"filename,latitude,longitude,altitude,roll,pitch,yaw\na.jpg,{latitude!r},{longitude!r},{CONTROL_HEIGHT},0,0,0\n")
+    return path
+
+
+PLAIN = Intrinsics(100, 80, 100.0, 100.0, 49.5, 39.5)
+
+
+@pytest.mark.parametrize("form", ["topocentric", "utm-offset", "lla"])
+def test_ellipsoidal_heights_become_ngf_altitudes_with_the_geoid_grid(proj_data, tmp_path, form):
+    """At the control point the ellipsoidal height 78.80 m is the NGF-IGN69 altitude 35.0 m
+    (RAF20): every form holding ellipsoidal heights gives 35.0 in Lambert-93 + NGF-IGN69."""
+    if form == "lla":
+        path = _lla_table(tmp_path / "lla.csv")
+        read = lambda crs: load_cameras(path, PLAIN, crs=crs)  # noqa: E731
+    else:
+        # Topocentric: the shot at the origin, reference_lla at 78.80 m. UTM-offset: z is the height.
+        altitude, center = (CONTROL_HEIGHT, [0.0, 0.0, 0.0]) if form == "topocentric" else (0.0, [0.0, 0.0, CONTROL_HEIGHT])
+        path = _down_looking_reconstruction(tmp_path / "reconstruction.json", altitude, center)
+        read = lambda crs: read_opensfm(path, crs=crs, frame=form)  # noqa: E731
+    (camera,) = read(LAMBERT93_NGF)
+    assert camera.crs == pyproj.CRS(LAMBERT93_NGF)
+    assert camera.center == pytest.approx(CONTROL_POINT, abs=0.05)
+    assert camera.viewing_direction == pytest.approx([0.0, 0.0, -1.0], abs=1e-4)
+    (ellipsoidal,) = read("EPSG:2154")
+    assert ellipsoidal.crs == pyproj.CRS("EPSG:2154").to_3d()
+    assert ellipsoidal.center == pytest.approx([*CONTROL_POINT[:2], CONTROL_HEIGHT], abs=0.01)
+    if form != "lla":
+        (also,) = load_cameras(path, crs=LAMBERT93_NGF)
+        assert also.center[2] == pytest.approx(CONTROL_POINT[2], abs=0.05)
+
+
+def test_heights_without_their_geoid_grid_are_refused(drone_files, tmp_path):
+    """UTM 51N + EGM96 heights need us_nga_egm96_15.tif; PROJ would otherwise fall back to a
+    "ballpark" transformation keeping the ellipsoidal heights under the EGM96 label."""
+    from pyproj.transformer import TransformerGroup
+
+    target = "EPSG:32651+5773"
+    with warnings.catch_warnings():  # pyproj warns that the best transformation is unavailable
+        warnings.simplefilter("ignore", UserWarning)
+        group = TransformerGroup("EPSG:4979", target, always_xy=True)
+    if group.best_available:
+        pytest.skip("the EGM96 grid is installed here")
+    reconstruction = drone_files["reconstruction"]
+    readers = [
+        lambda: read_opensfm(reconstruction, crs=target),
+        lambda: read_opensfm(reconstruction, crs=target, frame="topocentric"),
+        lambda: load_cameras(reconstruction, crs=target),
+        lambda: load_cameras(drone_files["lla_rpy"], reconstruction, crs=target, image_dir=drone_files["images"]),
+    ]
+    for read in readers:
+        with pytest.raises(InputError, match=r"EGM96 height needs the geoid grid us_nga_egm96_15\.tif.*projsync --file us_nga_egm96_15\.tif.*--proj-data"):
+            read()
+
+
+# --- Bad input --------------------------------------------------------------------------
+
+
+def test_broken_documents_give_input_errors(drone_files, tmp_path):
+    document = json.loads(drone_files["reconstruction"].read_text())
+    cases = {
+        "cameras_list.json": [{**document[0], "cameras": list(document[0]["cameras"].values())}],
+        "shots_list.json": [{**document[0], "shots": list(document[0]["shots"].values())}],
+        "lla_text.json": [{**document[0], "reference_lla": {"latitude": "north", "longitude": 120.9, "altitude": 0}}],
+    }
+    messages = {"cameras_list.json": '"cameras" must map', "shots_list.json": '"shots" must map', "lla_text.json": "reference_lla.*must be numbers"}
+    for name, content in cases.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        with pytest.raises(InputError, match=messages[name]) as error:
+            load_cameras(tmp_path / name)
+        assert name in str(error.value)
+
+    table = _copy(drone_files["xyz_opk"], tmp_path)
+    table.with_suffix(".prj").write_bytes('PROJCS["Lambert-93 \xe9"]'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"odm_xyz_opk\.prj: cannot read it as UTF-8"):
+        read_opk_csv(table, drone_files["reconstruction"])
+
+    geojson = tmp_path / "exterior.geojson"
+    geojson.write_text("[1, 2, 3]")
+    with pytest.raises(InputError, match=r"exterior\.geojson: not a GeoJSON FeatureCollection"):
+        read_opk_geojson(geojson, PLAIN, crs="EPSG:32651")
+
+
+def test_an_empty_camera_set_is_refused(drone_files, tmp_path):
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("filename,x,y,z,omega,phi,kappa\n")
+    document = json.loads(drone_files["reconstruction"].read_text())
+    no_shots = tmp_path / "reconstruction.json"
+    no_shots.write_text(json.dumps([{**document[0], "shots": {}}]))
+    for path, interior in ((header_only, PLAIN), (no_shots, None)):
+        with pytest.raises(InputError, match=f"{path.name}: holds no cameras; give one orientation per image"):
+            load_cameras(path, interior, crs="EPSG:32651")
+
+
+def test_tables_without_header_keep_their_camera_column_and_pix4d_headers_are_read(tmp_path):
+    wide, narrow = Intrinsics(100, 80, 50.0, 50.0, 49.5, 39.5), Intrinsics(100, 80, 200.0, 200.0, 49.5, 39.5)
+    legacy = tmp_path / "legacy.txt"
+    legacy.write_text("a 1 2 3 0 0 0 wide\nb 4 5 6 0 0 0 narrow\n")
+    cameras = load_cameras(legacy, {"wide": wide, "narrow": narrow}, crs="EPSG:32651")
+    assert [(c.name, c.intrinsics) for c in cameras] == [("a", wide), ("b", narrow)]
+
+    pix4d = tmp_path / "pix4d.txt"
+    pix4d.write_text("imageName X Y Z Omega Phi Kappa\nIMG_1.JPG 652470.0 6861960.0 135.0 1.5 -2.0 90.0\n")
+    (camera,) = load_cameras(pix4d, wide, crs="EPSG:2154")
+    assert camera.name == "IMG_1" and camera.center.tolist() == [652470.0, 6861960.0, 135.0]
+    assert camera.image == str(tmp_path / "IMG_1.JPG")
+
+
+def test_image_names_are_matched_literally_and_camera_json_takes_an_image_dir(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "img[1].tif").write_bytes(b"")
+    (images / "img1.jpg").write_bytes(b"")
+    table = tmp_path / "table.csv"
+    table.write_text("filename,x,y,z,omega,phi,kappa\nimg[1],1,2,3,0,0,0\n")
+    (camera,) = read_opk_csv(table, PLAIN, crs="EPSG:32651", image_dir=images)
+    assert camera.image == str(images / "img[1].tif")
+
+    write_cameras_json(_synthetic_cameras(tmp_path), tmp_path / "cameras.json")
+    moved = read_cameras_json(tmp_path / "cameras.json", image_dir=images)
+    assert [c.image for c in moved] == [str(images / "oblique.tif"), None]
+    assert read_cameras_json(tmp_path / "cameras.json")[0].image == str(tmp_path / "images" / "oblique.tif")

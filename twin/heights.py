@@ -49,16 +49,18 @@ def add_proj_data_dirs(dirs: Iterable[str | Path]) -> None:
 
 def proj_data_dirs() -> list[str]:
     """The grid folders added to PROJ's search path so far (for a child process's TWIN_PROJ_DATA)."""
-    _add_env_dirs()
+    add_env_proj_data_dirs()
     return list(_added_dirs)
 
 
-def _add_env_dirs() -> None:
+def add_env_proj_data_dirs() -> None:
+    """Makes PROJ find grid files in the folders of the TWIN_PROJ_DATA environment variable too."""
     value = os.environ.get(PROJ_DATA_ENV, "")
     add_proj_data_dirs(part for part in value.split(os.pathsep) if part)
 
 
-def _grids(transformer: Transformer) -> list[str]:
+def transformer_grids(transformer: Transformer) -> list[str]:
+    """The grid files (geoid models...) a transformation uses, by their short names."""
     return sorted({grid.short_name for op in (transformer.operations or ()) for grid in op.grids})
 
 
@@ -79,25 +81,25 @@ class HeightTransform:
     @classmethod
     def for_crs(cls, crs: pyproj.CRS, allow_approximate: bool = False) -> "HeightTransform":
         """The best transformation of `crs` to WGS84 ellipsoidal heights that this machine can run."""
-        _add_env_dirs()
+        add_env_proj_data_dirs()
         with warnings.catch_warnings():  # pyproj warns about missing grids; the check below says more
             warnings.simplefilter("ignore", UserWarning)
             group = TransformerGroup(crs, GEOGRAPHIC_3D, always_xy=True)
         if not group.transformers:
             raise InputError(f"PROJ knows no transformation from {crs.name} to WGS84 ellipsoidal heights")
-        if not _needs_geoid(crs):
-            return cls(crs, group.transformers[0], tuple(_grids(group.transformers[0])), False)
-        with_grid = [t for t in group.transformers if _grids(t)]
+        if not needs_geoid(crs):
+            return cls(crs, group.transformers[0], tuple(transformer_grids(group.transformers[0])), False)
+        with_grid = [t for t in group.transformers if transformer_grids(t)]
         if with_grid:
             chosen = with_grid[0]
             notes = ()
             if not group.best_available:
                 notes = (
-                    f"heights use {', '.join(_grids(chosen))}; PROJ prefers {', '.join(_missing_grids(group))}, "
+                    f"heights use {', '.join(transformer_grids(chosen))}; PROJ prefers {', '.join(missing_grids(group))}, "
                     "which is not installed",
                 )
-            return cls(crs, chosen, tuple(_grids(chosen)), False, notes)
-        missing = _missing_grids(group)
+            return cls(crs, chosen, tuple(transformer_grids(chosen)), False, notes)
+        missing = missing_grids(group)
         if not allow_approximate:
             raise TwinError(
                 f"heights: converting {crs.name} to the ellipsoidal heights of 3D Tiles needs the geoid grid "
@@ -143,14 +145,15 @@ def _transform(transformer: Transformer, xyz: np.ndarray) -> np.ndarray:
     return np.column_stack([a, b, c])[:count]
 
 
-def _needs_geoid(crs: pyproj.CRS) -> bool:
+def needs_geoid(crs: pyproj.CRS) -> bool:
     """Whether heights in `crs` are altitudes (gravity-related) rather than ellipsoidal heights."""
     if crs.is_compound:
         return any(sub.is_vertical for sub in crs.sub_crs_list)
     return crs.is_vertical
 
 
-def _missing_grids(group: TransformerGroup) -> list[str]:
+def missing_grids(group: TransformerGroup) -> list[str]:
+    """The grid files of the transformations of `group` that PROJ cannot run because it lacks them."""
     names = []
     for operation in group.unavailable_operations:
         for grid in operation.grids:

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyproj
 
+# Newton's method on the distortion converges quadratically: a handful of steps reach 1e-12
+# inside the field of view; the rest are for points near the fold.
+_NEWTON_STEPS = 20
+
 
 @dataclass(frozen=True)
 class Intrinsics:
@@ -34,6 +38,10 @@ class Intrinsics:
     p2: float = 0.0
 
     def __post_init__(self) -> None:
+        numbers = {name: getattr(self, name) for name in ("fx", "fy", "cx", "cy", "k1", "k2", "k3", "p1", "p2")}
+        not_finite = [name for name, value in numbers.items() if not np.isfinite(value)]
+        if not_finite:
+            raise ValueError(f"interior parameters must be finite numbers, got {', '.join(f'{n}={numbers[n]}' for n in not_finite)}")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive, got {self.width} x {self.height}")
         if self.fx <= 0 or self.fy <= 0:
@@ -74,31 +82,40 @@ class Intrinsics:
         yd = y * radial + self.p1 * (r2 + 2.0 * y * y) + 2.0 * self.p2 * x * y
         return np.column_stack([xd, yd])
 
-    def undistort(self, distorted: np.ndarray, iterations: int = 20) -> np.ndarray:
-        """Distorted normalised coordinates (n, 2) back to ideal ones.
+    def undistort(self, distorted: np.ndarray) -> np.ndarray:
+        """Distorted normalised coordinates (n, 2) back to ideal ones; NaN rows where there are none.
 
         Newton's method on the forward model with its analytic Jacobian: it converges in a
         few steps even for strong wide-angle distortion, where OpenCV's fixed-point
         iteration in `undistortPoints` leaves errors of a tenth of a pixel at the corners.
+        Beyond the fold of the distortion polynomial (see `monotonic_radius`) no ideal point
+        maps to a distorted one, or only one on the folded-back branch: those rows are NaN,
+        as are the rows Newton's method does not bring within 1e-9 of their target.
         """
-        estimate = distorted.astype(float).copy()
+        distorted = np.asarray(distorted, dtype=float)
+        estimate = distorted.copy()
         if not self.has_distortion:
             return estimate
-        for _ in range(iterations):
-            residual = self.distort(estimate) - distorted
-            if np.max(np.abs(residual), initial=0.0) < 1e-12:
-                break
-            x, y = estimate[:, 0], estimate[:, 1]
-            r2 = x * x + y * y
-            radial = 1.0 + r2 * (self.k1 + r2 * (self.k2 + r2 * self.k3))
-            radial_dr2 = self.k1 + r2 * (2.0 * self.k2 + 3.0 * r2 * self.k3)
-            dxd_dx = radial + 2.0 * x * x * radial_dr2 + 2.0 * self.p1 * y + 6.0 * self.p2 * x
-            dxd_dy = 2.0 * x * y * radial_dr2 + 2.0 * self.p1 * x + 2.0 * self.p2 * y
-            dyd_dx = 2.0 * x * y * radial_dr2 + 2.0 * self.p1 * x + 2.0 * self.p2 * y
-            dyd_dy = radial + 2.0 * y * y * radial_dr2 + 6.0 * self.p1 * y + 2.0 * self.p2 * x
-            determinant = dxd_dx * dyd_dy - dxd_dy * dyd_dx
-            estimate[:, 0] -= (dyd_dy * residual[:, 0] - dxd_dy * residual[:, 1]) / determinant
-            estimate[:, 1] -= (dxd_dx * residual[:, 1] - dyd_dx * residual[:, 0]) / determinant
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for _ in range(_NEWTON_STEPS):
+                residual = self.distort(estimate) - distorted
+                if np.max(np.abs(residual), initial=0.0) < 1e-12:
+                    break
+                x, y = estimate[:, 0], estimate[:, 1]
+                r2 = x * x + y * y
+                radial = 1.0 + r2 * (self.k1 + r2 * (self.k2 + r2 * self.k3))
+                radial_dr2 = self.k1 + r2 * (2.0 * self.k2 + 3.0 * r2 * self.k3)
+                dxd_dx = radial + 2.0 * x * x * radial_dr2 + 2.0 * self.p1 * y + 6.0 * self.p2 * x
+                dxd_dy = 2.0 * x * y * radial_dr2 + 2.0 * self.p1 * x + 2.0 * self.p2 * y
+                dyd_dx = 2.0 * x * y * radial_dr2 + 2.0 * self.p1 * x + 2.0 * self.p2 * y
+                dyd_dy = radial + 2.0 * y * y * radial_dr2 + 6.0 * self.p1 * y + 2.0 * self.p2 * x
+                determinant = dxd_dx * dyd_dy - dxd_dy * dyd_dx
+                estimate[:, 0] -= (dyd_dy * residual[:, 0] - dxd_dy * residual[:, 1]) / determinant
+                estimate[:, 1] -= (dxd_dx * residual[:, 1] - dyd_dx * residual[:, 0]) / determinant
+            error = np.max(np.abs(self.distort(estimate) - distorted), axis=1, initial=0.0)
+            folded = np.einsum("ij,ij->i", estimate, estimate) > self.monotonic_radius**2
+            unresolved = ~(error <= 1e-9) | folded
+        estimate[unresolved] = np.nan
         return estimate
 
     def pixels_to_normalised(self, pixels: np.ndarray) -> np.ndarray:
@@ -158,7 +175,8 @@ class FrameCamera:
         return self.intrinsics.normalised_to_pixels(normalised), depth
 
     def rays(self, pixels: np.ndarray) -> np.ndarray:
-        """Unit world directions (n, 3) of the rays through pixel coordinates (n, 2)."""
+        """Unit world directions (n, 3) of the rays through pixel coordinates (n, 2); NaN rows for
+        pixels that no ray reaches (beyond the fold of the distortion, see `Intrinsics.undistort`)."""
         normalised = self.intrinsics.pixels_to_normalised(np.asarray(pixels, dtype=float))
         local = np.column_stack([normalised, np.ones(len(normalised))])
         directions = local @ self.rotation
@@ -172,6 +190,15 @@ class FrameCamera:
             return (u >= margin - 0.5) & (u <= width - 0.5 - margin) & (v >= margin - 0.5) & (v <= height - 0.5 - margin)
 
 
+def _axis_rotations(x_deg: float, y_deg: float, z_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The active rotations Rx, Ry, Rz by angles in degrees about the x, y and z axes."""
+    a, b, c = np.radians([x_deg, y_deg, z_deg])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0.0, np.sin(b)], [0.0, 1.0, 0.0], [-np.sin(b), 0.0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0.0], [np.sin(c), np.cos(c), 0.0], [0.0, 0.0, 1.0]])
+    return rx, ry, rz
+
+
 def rotation_from_opk(omega_deg: float, phi_deg: float, kappa_deg: float) -> np.ndarray:
     """World-to-camera rotation (our OpenCV axes) from photogrammetric omega, phi, kappa.
 
@@ -179,10 +206,7 @@ def rotation_from_opk(omega_deg: float, phi_deg: float, kappa_deg: float) -> np.
     orthority's "opk"): successive rotations about the world x, y and z axes of a camera
     whose axes are x right, y up and z backwards (looking down at omega = phi = kappa = 0).
     """
-    omega, phi, kappa = np.radians([omega_deg, phi_deg, kappa_deg])
-    rx = np.array([[1, 0, 0], [0, np.cos(omega), -np.sin(omega)], [0, np.sin(omega), np.cos(omega)]])
-    ry = np.array([[np.cos(phi), 0, np.sin(phi)], [0, 1, 0], [-np.sin(phi), 0, np.cos(phi)]])
-    rz = np.array([[np.cos(kappa), -np.sin(kappa), 0], [np.sin(kappa), np.cos(kappa), 0], [0, 0, 1]])
+    rx, ry, rz = _axis_rotations(omega_deg, phi_deg, kappa_deg)
     camera_to_world_photogrammetric = rx @ ry @ rz
     # Photogrammetric camera axes (x right, y up, z back) to OpenCV's (x right, y down, z forward).
     flip = np.diag([1.0, -1.0, -1.0])
@@ -197,6 +221,27 @@ def opk_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
     omega = np.arctan2(-m[1, 2], m[2, 2])
     kappa = np.arctan2(-m[0, 1], m[0, 0])
     return tuple(float(a) for a in np.degrees([omega, phi, kappa]))
+
+
+# Camera axes (x right, y down, z forward) in the body frame of a drone or aircraft (x forward,
+# y right, z down) when roll = pitch = yaw = 0: looking straight down, image top forward.
+_CAMERA_TO_BODY = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+_NED_TO_ENU = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+
+
+def rotation_from_rpy(roll_deg: float, pitch_deg: float, yaw_deg: float) -> np.ndarray:
+    """World-to-camera rotation (OpenCV axes) in a local east-north-up frame from roll, pitch, yaw.
+
+    The convention of Pix4D, OpenSfM's EXIF reader and orthority: the body frame (x forward,
+    y right, z down) turns into north-east-down by Rz(yaw) Ry(pitch) Rx(roll); the camera
+    looks down the body's z axis with the image top towards the body's front. So yaw is the
+    heading of the image top, clockwise from north; a positive pitch tilts the view forwards
+    from the nadir (pitch 30 = 30 degrees off nadir, a DJI gimbal pitch of -60); a positive
+    roll (right side down) swings the view to the left of the heading.
+    """
+    rx, ry, rz = _axis_rotations(roll_deg, pitch_deg, yaw_deg)
+    camera_to_enu = _NED_TO_ENU @ rz @ ry @ rx @ _CAMERA_TO_BODY
+    return camera_to_enu.T
 
 
 def look_at(center: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:

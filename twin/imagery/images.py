@@ -12,15 +12,25 @@ from twin.errors import InputError
 from twin.imagery.camera import FrameCamera
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+# Bit depths of camera sensors and their files: a 16-bit file often holds 10, 12 or 14 bits.
+_STANDARD_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def read_image(path: str | os.PathLike, bits: int | None = None) -> np.ndarray:
     """An image file as an (h, w, 3) uint8 RGB array.
 
     Grey images are repeated over the three channels and an alpha channel is dropped.
-    Deeper integer images are scaled by the bit depth their largest value needs (a 12-bit
-    frame in a 16-bit file by 255/4095, as a fixed 255/65535 would leave it dark), so that
-    the frames of one sensor keep one scale; floating-point images in 0..1 by 255, others by
-    their largest value.
+    Integer images deeper than 8 bits are scaled by 255 / (2**bits - 1), values above that
+    clipped. `bits` is the sensor's depth when given; otherwise it is guessed for each image
+    as the smallest of 8, 10, 12, 14 and 16 bits that holds the image's largest value
+    (beyond 16 bits, the width of its integer type). So a 12-bit frame in a 16-bit file gets
+    255/4095 rather than a dark 255/65535, but a dark frame whose values all stay below
+    1024 is read as 10-bit, four times brighter than its 12-bit neighbours: give `bits` to
+    read every frame of a sensor on one scale. Floating-point images in 0..1 are scaled by
+    255, others by their largest value.
     """
+    if bits is not None and not 8 <= bits <= 32:
+        raise ValueError(f"bits must be a sensor depth of 8 to 32 bits, got {bits}")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image not found; check the image folder given with the camera file")
@@ -44,7 +54,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         finite = values[np.isfinite(values)]
         top = float(finite.max()) if finite.size else 0.0
         if np.issubdtype(data.dtype, np.integer):
-            top = float(2 ** max(8, int(top).bit_length()) - 1)
+            top = float(2 ** (bits or _integer_depth(int(top), data.dtype)) - 1)
         elif top <= 1.0:
             top = 1.0
         scale = 255.0 / top if top > 0 else 0.0
@@ -52,6 +62,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if channels == 1:
         return np.repeat(data, 3, axis=2)
     return np.ascontiguousarray(data[:, :, 2::-1])  # OpenCV's BGR(A) to RGB
+
+
+def _integer_depth(largest: int, dtype: np.dtype) -> int:
+    """The smallest standard bit depth holding `largest`, else the width of the integer type."""
+    needed = largest.bit_length()
+    return next((depth for depth in _STANDARD_DEPTHS if needed <= depth), np.dtype(dtype).itemsize * 8)
 
 
 def check_image_size(camera: FrameCamera, image: np.ndarray, path: str | os.PathLike) -> None:

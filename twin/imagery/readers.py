@@ -1,14 +1,18 @@
 """Readers of camera orientations: the project's own JSON form and common photogrammetric forms.
 
 Every reader returns `FrameCamera` objects (twin.imagery.camera) in a projected world CRS,
-sorted by name, with each camera's `image` resolved to a path. `load_cameras` picks the
-reader from the file's content:
+sorted by name, with each camera's `image` resolved to a path. The forms that hold WGS 84
+ellipsoidal heights (OpenSfM, latitude longitude altitude) give the cameras either in a
+CRS with a vertical datum, heights converted with PROJ's geoid grid, or in a 3D projected
+CRS whose heights say they are ellipsoidal: never altitudes labelled with a datum they are
+not in. `load_cameras` picks the reader from the file's content:
 
 - the project's camera JSON (below): complete, nothing else needed;
 - an OpenSfM / ODM `reconstruction.json` (`read_opensfm`): interior and exterior; CRS by
   default the UTM zone of its reference_lla; images in ODM's ../images folder;
 - an x y z omega phi kappa table (`read_opk_csv`: comma, space, tab separated, quoted or
-  not, with a `filename x y z omega phi kappa [camera]` header or none in that order),
+  not, with a `filename x y z omega phi kappa [camera]` header (Pix4D's `imageName X Y Z
+  Omega Phi Kappa` too) or none in that order),
   angles in degrees, with interior parameters (orthority YAML or reconstruction.json) and
   the CRS of a sibling .prj file or given;
 - an orthority exterior GeoJSON (`read_opk_geojson`: xyz, opk in radians, world_crs);
@@ -46,18 +50,22 @@ so that the same cameras always give the same bytes.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyproj
 import yaml
+from pyproj.transformer import TransformerGroup
 
 from twin.errors import InputError
-from twin.imagery.camera import FrameCamera, Intrinsics, rotation_from_opk
+from twin.heights import GEOGRAPHIC_3D, PROJ_DATA_ENV, add_env_proj_data_dirs, missing_grids, needs_geoid, transformer_grids
+from twin.imagery.camera import FrameCamera, Intrinsics, rotation_from_opk, rotation_from_rpy
 
 CAMERAS_JSON_TYPE = "twin-cameras"
 CAMERAS_JSON_VERSION = 1
@@ -84,6 +92,14 @@ def parse_crs(text: str, source: str) -> pyproj.CRS:
         return pyproj.CRS.from_user_input(text)
     except pyproj.exceptions.CRSError as error:
         raise InputError(f"{source}: cannot read the CRS {str(text)[:80]!r} ({error}); give it as EPSG:code or WKT") from None
+
+
+def _read_json(path: Path):
+    """The JSON document of a file; InputError naming the file when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read it as JSON ({error})") from None
 
 
 def write_cameras_json(cameras: list[FrameCamera], path: str | os.PathLike) -> None:
@@ -115,13 +131,14 @@ def write_cameras_json(cameras: list[FrameCamera], path: str | os.PathLike) -> N
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def read_cameras_json(path: str | os.PathLike) -> list[FrameCamera]:
-    """Read the project's JSON camera form (see the module docstring)."""
+def read_cameras_json(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[FrameCamera]:
+    """Read the project's JSON camera form (see the module docstring).
+
+    The file declares its CRS. Images are resolved against the file's folder, or, with
+    `image_dir`, looked up by their file name in that folder.
+    """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: cannot read it as JSON ({error})") from None
+    document = _read_json(path)
     if not isinstance(document, dict) or document.get("type") != CAMERAS_JSON_TYPE:
         raise InputError(f'{path}: not a camera file (its "type" must be "{CAMERAS_JSON_TYPE}")')
     if document.get("version") != CAMERAS_JSON_VERSION:
@@ -160,13 +177,23 @@ def read_cameras_json(path: str | os.PathLike) -> list[FrameCamera]:
                 center=center,
                 rotation=rotation,
                 crs=crs,
-                image=os.path.normpath(path.parent / image) if image else None,
+                image=_cameras_json_image(image, path, image_dir),
             )
         except (TypeError, ValueError) as error:
             raise InputError(f"{where}: {error}") from None
         cameras.append(camera)
     _check_unique_names(cameras, path)
     return sorted(cameras, key=lambda c: c.name)
+
+
+def _cameras_json_image(image, path: Path, image_dir) -> str | None:
+    if not image:
+        return None
+    if not isinstance(image, str):
+        raise ValueError('"image" must be a file path or null')
+    if image_dir is not None:
+        return _image_path(image, Path(image_dir))
+    return os.path.normpath(path.parent / image)
 
 
 def _check_unique_names(cameras: list[FrameCamera], path: Path) -> None:
@@ -179,11 +206,9 @@ def _check_unique_names(cameras: list[FrameCamera], path: Path) -> None:
 
 # --- Geodesy shared by the photogrammetric readers ---------------------------------------
 
-GEOGRAPHIC_3D = pyproj.CRS("EPSG:4979")  # WGS 84 latitude, longitude, ellipsoidal height
-
-
 def utm_crs_of(longitude: float, latitude: float) -> pyproj.CRS:
-    """The WGS 84 UTM zone holding a point."""
+    """The WGS 84 UTM zone holding a point (any longitude, e.g. 0..360, is brought to -180..180)."""
+    longitude = (longitude + 180.0) % 360.0 - 180.0
     zone = min(int((longitude + 180.0) // 6.0) + 1, 60)
     return pyproj.CRS(f"EPSG:{(32600 if latitude >= 0 else 32700) + zone}")
 
@@ -196,9 +221,42 @@ def _projected(crs: pyproj.CRS | str, source: str) -> pyproj.CRS:
 
 
 def _geographic_to(crs: pyproj.CRS) -> pyproj.Transformer:
-    """Longitude, latitude, ellipsoidal height (EPSG:4979) to `crs`. A 2D projected CRS keeps the
-    ellipsoidal height as z; a compound CRS with a vertical part converts it (with PROJ's grids)."""
+    """Longitude, latitude (EPSG:4979) to `crs`, heights left as they are."""
     return pyproj.Transformer.from_crs(GEOGRAPHIC_3D, crs, always_xy=True)
+
+
+def _ellipsoidal_to(source: pyproj.CRS | str, target: pyproj.CRS, where: str) -> tuple[pyproj.Transformer, pyproj.CRS]:
+    """The transformation of `source` (a 3D CRS with ellipsoidal heights) into `target`, and the
+    CRS of the cameras it gives.
+
+    A target with a vertical datum (a compound CRS such as Lambert-93 + NGF-IGN69) turns the
+    heights into its altitudes with a geoid grid; without the grid PROJ would quietly keep
+    the ellipsoidal heights (a "ballpark" transformation, some 44 m off in France), so that
+    is refused, naming the grid. A target without a vertical datum keeps the ellipsoidal
+    heights and is given in its 3D form, so that the cameras' CRS says so.
+    """
+    if not needs_geoid(target):
+        target = target.to_3d()
+        return pyproj.Transformer.from_crs(source, target, always_xy=True), target
+    add_env_proj_data_dirs()
+    with warnings.catch_warnings():  # pyproj warns about missing grids; the error below says more
+        warnings.simplefilter("ignore", UserWarning)
+        group = TransformerGroup(source, target, always_xy=True)
+    with_grid = [transformer for transformer in group.transformers if transformer_grids(transformer)]
+    if with_grid:
+        return with_grid[0], target
+    vertical = target.sub_crs_list[-1] if target.is_compound else target
+    missing = missing_grids(group)
+    if not missing:
+        raise InputError(
+            f"{where}: PROJ knows no geoid grid to turn the cameras' ellipsoidal heights into {vertical.name}; "
+            "give a CRS without a vertical datum (the heights stay ellipsoidal) or one whose geoid PROJ knows"
+        )
+    raise InputError(
+        f"{where}: converting the cameras' ellipsoidal heights to {vertical.name} needs the geoid grid "
+        f"{' or '.join(missing)}, which PROJ cannot find; download it (e.g. `projsync --file {missing[-1]}`) "
+        f"or put it in a folder and pass --proj-data FOLDER (or set {PROJ_DATA_ENV})"
+    )
 
 
 def _topocentric_to_geographic(longitude: float, latitude: float, height: float) -> pyproj.Transformer:
@@ -234,6 +292,8 @@ def local_pose_to_world(center_local: np.ndarray, rotation_local: np.ndarray, to
     step = 1.0
     offsets = np.vstack([np.eye(3) * step, -np.eye(3) * step])
     moved = to_world(center_local[None, :] + np.vstack([np.zeros(3), offsets]))
+    if not np.all(np.isfinite(moved)):
+        raise ValueError("the pose lies outside the area of the transformation into the world CRS")
     jacobian = ((moved[1:4] - moved[4:]) / (2.0 * step)).T  # column i: world image of local axis i
     u, _, vt = np.linalg.svd(jacobian)
     nearest_rotation = u @ vt
@@ -320,10 +380,7 @@ def read_interior(path: str | os.PathLike) -> dict[str, Intrinsics]:
     ODM cameras.json."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: cannot read it as JSON ({error})") from None
+        document = _read_json(path)
         cameras = document[0].get("cameras") if isinstance(document, list) and document and isinstance(document[0], dict) else document
         if not isinstance(cameras, dict) or not cameras or not all(isinstance(v, dict) for v in cameras.values()):
             raise InputError(f"{path}: no cameras found; give an OpenSfM reconstruction.json or an ODM cameras.json")
@@ -384,7 +441,7 @@ def _image_path(filename: str, folder: Path) -> str:
     name, base = _split_image_name(filename)
     candidate = folder / base
     if base == name and not candidate.is_file():
-        matches = sorted(p for p in folder.glob(f"{name}.*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        matches = sorted(p for p in folder.glob(f"{glob.escape(name)}.*") if p.suffix.lower() in _IMAGE_SUFFIXES)
         if matches:
             candidate = matches[0]
     return os.path.normpath(candidate)
@@ -397,10 +454,7 @@ def opensfm_local_cameras(path: str | os.PathLike, image_dir: str | os.PathLike 
     """The cameras of an OpenSfM reconstruction.json in the file's own frame (crs None), and the
     frame's origin {"latitude", "longitude", "altitude"} (its reference_lla)."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: cannot read it as JSON ({error})") from None
+    document = _read_json(path)
     if not isinstance(document, list) or not document or not all(isinstance(r, dict) and "shots" in r for r in document):
         raise InputError(f"{path}: not an OpenSfM reconstruction (a list of reconstructions with cameras and shots)")
     folder = Path(image_dir) if image_dir is not None else _opensfm_image_dir(path)
@@ -410,21 +464,33 @@ def opensfm_local_cameras(path: str | os.PathLike, image_dir: str | os.PathLike 
         lla = reconstruction.get("reference_lla")
         if not isinstance(lla, dict) or not {"latitude", "longitude"} <= set(lla):
             raise InputError(f"{path}: reconstruction {number + 1} has no reference_lla; export it from a georeferenced OpenSfM/ODM run")
-        lla = {"latitude": float(lla["latitude"]), "longitude": float(lla["longitude"]), "altitude": float(lla.get("altitude", 0.0))}
+        try:
+            lla = {"latitude": float(lla["latitude"]), "longitude": float(lla["longitude"]), "altitude": float(lla.get("altitude", 0.0))}
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: reconstruction {number + 1}: reference_lla's latitude, longitude and altitude must be numbers") from None
+        if not all(math.isfinite(value) for value in lla.values()):
+            raise InputError(f"{path}: reconstruction {number + 1}: reference_lla's latitude, longitude and altitude must be finite numbers")
         if reference is not None and lla != reference:
             raise InputError(f"{path}: its reconstructions have different reference_lla; give one reconstruction per file")
         reference = lla
-        interiors = {name: _opensfm_intrinsics(name, camera, str(path)) for name, camera in reconstruction.get("cameras", {}).items()}
-        for shot_name, shot in reconstruction["shots"].items():
+        camera_entries, shots = reconstruction.get("cameras", {}), reconstruction["shots"]
+        if not isinstance(camera_entries, dict) or not all(isinstance(c, dict) for c in camera_entries.values()):
+            raise InputError(f"{path}: reconstruction {number + 1}: \"cameras\" must map camera ids to camera objects")
+        if not isinstance(shots, dict):
+            raise InputError(f"{path}: reconstruction {number + 1}: \"shots\" must map image names to shot objects")
+        interiors = {name: _opensfm_intrinsics(name, camera, str(path)) for name, camera in camera_entries.items()}
+        for shot_name, shot in shots.items():
             where = f"{path}: shot {shot_name!r}"
-            if shot.get("camera") not in interiors:
+            if not isinstance(shot, dict):
+                raise InputError(f"{where}: must be an object with camera, rotation and translation")
+            if not isinstance(shot.get("camera"), str) or shot["camera"] not in interiors:
                 raise InputError(f"{where}: unknown camera {shot.get('camera')!r}; the reconstruction's cameras are {', '.join(map(repr, interiors))}")
             try:
                 rotation = cv2.Rodrigues(np.asarray(shot["rotation"], dtype=float).reshape(3, 1))[0]
                 translation = np.asarray(shot["translation"], dtype=float).reshape(3)
             except (KeyError, TypeError, ValueError, cv2.error) as error:
                 raise InputError(f"{where}: needs rotation and translation as 3 numbers each ({error})") from None
-            metadata = {"camera_id": _opensfm_camera_id(shot["camera"])}
+            metadata = {}
             if isinstance(shot.get("gps_position"), list) and len(shot["gps_position"]) == 3:
                 metadata["gps_position"] = [float(v) for v in shot["gps_position"]]
             name, _ = _split_image_name(shot_name)
@@ -481,33 +547,44 @@ def read_opensfm(path: str | os.PathLike, crs=None, image_dir: str | os.PathLike
     - "utm-offset": the UTM grid of reference_lla's zone minus the UTM coordinates of
       reference_lla, the form ODM leaves in opensfm/reconstruction.json once georeferenced.
     "auto" tells them apart (see `_opensfm_frame`); the frame used is in each camera's
-    metadata["opensfm_frame"]. `crs` defaults to the UTM zone of reference_lla; z stays the
-    file's height (ellipsoidal for OpenSfM) unless `crs` is compound. Images are looked up in
-    `image_dir`, by default ODM's ../images folder or else the file's folder.
+    metadata["opensfm_frame"].
+
+    Heights in the file are ellipsoidal (WGS 84). `crs` defaults to the UTM zone of
+    reference_lla. A `crs` with a vertical datum (compound, e.g. "EPSG:2154+5720") gets
+    altitudes through PROJ's geoid grid, and InputError names the grid when PROJ lacks it;
+    a `crs` without one keeps the ellipsoidal heights and the cameras carry its 3D form
+    (`crs.to_3d()`, e.g. "WGS 84 / UTM zone 51N" with an ellipsoidal height axis), so that
+    the heights' datum stays known. Images are looked up in `image_dir`, by default ODM's
+    ../images folder or else the file's folder.
     """
     path = Path(path)
     if frame not in OPENSFM_FRAMES:
         raise ValueError(f"frame must be one of {OPENSFM_FRAMES}, got {frame!r}")
     local_cameras, reference = opensfm_local_cameras(path, image_dir)
     utm = utm_crs_of(reference["longitude"], reference["latitude"])
-    world_crs = utm if crs is None else _projected(crs, str(path))
+    target = utm if crs is None else _projected(crs, str(path))
     offset = np.array([*_geographic_to(utm).transform(reference["longitude"], reference["latitude"]), 0.0])
     if frame == "auto":
         frame = _opensfm_frame(local_cameras, reference, utm, offset)
     if frame == "topocentric":
-        to_world = _chain(_topocentric_to_geographic(reference["longitude"], reference["latitude"], reference["altitude"]), _geographic_to(world_crs))
-    elif world_crs == utm:
-        to_world = None  # a shift: the attitudes are already on the grid
+        transformer, world_crs = _ellipsoidal_to(GEOGRAPHIC_3D, target, str(path))
+        to_world = _chain(_topocentric_to_geographic(reference["longitude"], reference["latitude"], reference["altitude"]), transformer)
+    elif target == utm:
+        to_world, world_crs = None, utm.to_3d()  # a shift: the attitudes are already on the grid
     else:
-        to_world = _chain(pyproj.Transformer.from_crs(utm, world_crs, always_xy=True))
+        transformer, world_crs = _ellipsoidal_to(utm.to_3d(), target, str(path))
+        to_world = _chain(transformer)
     cameras = []
     for camera in local_cameras:
-        if to_world is None:
-            center, rotation = camera.center + offset, camera.rotation
-        elif frame == "topocentric":
-            center, rotation = local_pose_to_world(camera.center, camera.rotation, to_world)
-        else:
-            center, rotation = local_pose_to_world(camera.center + offset, camera.rotation, to_world)
+        try:
+            if to_world is None:
+                center, rotation = camera.center + offset, camera.rotation
+            elif frame == "topocentric":
+                center, rotation = local_pose_to_world(camera.center, camera.rotation, to_world)
+            else:
+                center, rotation = local_pose_to_world(camera.center + offset, camera.rotation, to_world)
+        except ValueError as error:
+            raise InputError(f"{path}: shot {camera.name!r}: {error} ({world_crs.name}); give a CRS that covers the cameras") from None
         metadata = {**camera.metadata, "opensfm_frame": frame}
         cameras.append(FrameCamera(camera.name, camera.intrinsics, center, rotation, world_crs, camera.image, metadata))
     return cameras
@@ -516,12 +593,15 @@ def read_opensfm(path: str | os.PathLike, crs=None, image_dir: str | os.PathLike
 # --- Orientation tables (CSV) ------------------------------------------------------------
 
 _LEGACY_FIELDS = ["filename", "x", "y", "z", "omega", "phi", "kappa"]
+# Other names of the image column: Pix4D's "imageName", ODM's and orthority's variants.
+_FILENAME_ALIASES = ("filename", "imagename", "image", "name", "photoid", "label")
 
 
 def _read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Field names and (line number, row) of a delimited orientation table: comma, semicolon,
-    tab or space separated, quoted with ' or ", with a header naming the fields or without one
-    in the legacy order filename x y z omega phi kappa."""
+    """Field names (lower case) and (line number, row) of a delimited orientation table: comma,
+    semicolon, tab or space separated, quoted with ' or ", with a header naming the fields (the
+    image column as filename or one of its aliases: imageName, image, name, photoID, label) or
+    without one in the legacy order filename x y z omega phi kappa [camera]."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -535,9 +615,11 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]
         raise InputError(f"{path}: cannot tell its column separator; separate the columns with commas") from None
     dialect.skipinitialspace = True
     rows = [(number, [field.strip() for field in next(csv.reader([line], dialect))]) for number, line in lines]
-    first = [field.lower() for field in rows[0][1]]
+    first = ["filename" if field.lower() in _FILENAME_ALIASES else field.lower() for field in rows[0][1]]
     if "filename" in first:
         fields, rows = first, rows[1:]
+    elif len(rows[0][1]) > len(_LEGACY_FIELDS):
+        fields = _LEGACY_FIELDS + ["camera"]
     else:
         fields = _LEGACY_FIELDS
     records = []
@@ -569,7 +651,11 @@ def _table_crs(path: Path, crs) -> pyproj.CRS:
         return _projected(crs, str(path))
     prj = path.with_suffix(".prj")
     if prj.is_file():
-        return _projected(prj.read_text(encoding="utf-8").strip(), str(prj))
+        try:
+            text = prj.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"{prj}: cannot read it as UTF-8 text ({error}); save the CRS's WKT as UTF-8") from None
+        return _projected(text, str(prj))
     raise InputError(f"{path}: no CRS for its x y z; put the CRS (WKT or PROJ string) in {prj.name} next to it, or pass the CRS (EPSG:code)")
 
 
@@ -607,36 +693,14 @@ def read_opk_csv(path: str | os.PathLike, interior, crs=None, image_dir: str | o
     return sorted(cameras, key=lambda c: c.name)
 
 
-# Camera axes (x right, y down, z forward) in the body frame of a drone or aircraft (x forward,
-# y right, z down) when roll = pitch = yaw = 0: looking straight down, image top forward.
-_CAMERA_TO_BODY = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-_NED_TO_ENU = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-
-
-def rotation_from_rpy(roll_deg: float, pitch_deg: float, yaw_deg: float) -> np.ndarray:
-    """World-to-camera rotation (OpenCV axes) in a local east-north-up frame from roll, pitch, yaw.
-
-    The convention of Pix4D, OpenSfM's EXIF reader and orthority: the body frame (x forward,
-    y right, z down) turns into north-east-down by Rz(yaw) Ry(pitch) Rx(roll); the camera
-    looks down the body's z axis with the image top towards the body's front. So yaw is the
-    heading of the image top, clockwise from north; a positive pitch tilts the view forwards
-    from the nadir (pitch 30 = 30 degrees off nadir, a DJI gimbal pitch of -60); roll tilts
-    it to the right.
-    """
-    roll, pitch, yaw = np.radians([roll_deg, pitch_deg, yaw_deg])
-    rx = np.array([[1, 0, 0], [0, np.cos(roll), -np.sin(roll)], [0, np.sin(roll), np.cos(roll)]])
-    ry = np.array([[np.cos(pitch), 0, np.sin(pitch)], [0, 1, 0], [-np.sin(pitch), 0, np.cos(pitch)]])
-    rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
-    camera_to_enu = _NED_TO_ENU @ rz @ ry @ rx @ _CAMERA_TO_BODY
-    return camera_to_enu.T
-
-
 def read_lla_rpy_csv(path: str | os.PathLike, interior, crs=None, image_dir: str | os.PathLike | None = None) -> list[FrameCamera]:
     """Cameras of a latitude longitude altitude roll pitch yaw table (degrees; WGS 84 with
     ellipsoidal altitude, EPSG:4979; angles as in `rotation_from_rpy`, relative to the local
     north-east-down frame at each camera) in the projected `crs` (default: the UTM zone of
     the cameras' mean position). Each pose is set in the local east-north-up frame at its
-    camera, then carried into `crs` by `local_pose_to_world`."""
+    camera, then carried into `crs` by `local_pose_to_world`. Heights as in `read_opensfm`:
+    converted with the geoid grid when `crs` has a vertical datum (InputError naming the
+    grid when PROJ lacks it), else kept ellipsoidal, the cameras in `crs.to_3d()`."""
     path = Path(path)
     fields, rows = _read_table(path)
     _require_fields(path, fields, ("filename", "latitude", "longitude", "altitude", "roll", "pitch", "yaw"), "latitude longitude altitude roll pitch yaw")
@@ -647,16 +711,19 @@ def read_lla_rpy_csv(path: str | os.PathLike, interior, crs=None, image_dir: str
             raise InputError(f"{path}: line {number}: latitude {latitude}, longitude {longitude} are not geographic degrees")
     if crs is None:
         mean = np.mean([v[:2] for _, _, v in values], axis=0)
-        world_crs = utm_crs_of(float(mean[1]), float(mean[0]))
+        target = utm_crs_of(float(mean[1]), float(mean[0]))
     else:
-        world_crs = _projected(crs, str(path))
-    to_world_crs = _geographic_to(world_crs)
+        target = _projected(crs, str(path))
+    to_world_crs, world_crs = _ellipsoidal_to(GEOGRAPHIC_3D, target, str(path))
     folder = Path(image_dir) if image_dir is not None else path.parent
     cameras = []
     for number, row, (latitude, longitude, altitude, roll, pitch, yaw) in values:
         where = f"{path}: line {number}"
         to_world = _chain(_topocentric_to_geographic(longitude, latitude, altitude), to_world_crs)
-        center, rotation = local_pose_to_world(np.zeros(3), rotation_from_rpy(roll, pitch, yaw), to_world)
+        try:
+            center, rotation = local_pose_to_world(np.zeros(3), rotation_from_rpy(roll, pitch, yaw), to_world)
+        except ValueError as error:
+            raise InputError(f"{where}: {error} ({world_crs.name}); give a CRS that covers the cameras") from None
         name, _ = _split_image_name(row["filename"])
         cameras.append(
             FrameCamera(
@@ -676,10 +743,9 @@ def read_opk_geojson(path: str | os.PathLike, interior, crs=None, image_dir: str
     """Cameras of an orthority exterior-parameter GeoJSON: one point feature per image whose
     properties hold filename, camera, xyz (in the collection's `world_crs`) and opk (radians)."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: cannot read it as JSON ({error})") from None
+    document = _read_json(path)
+    if not isinstance(document, dict) or not isinstance(document.get("features", []), list):
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection; give an orthority exterior-parameter file (an object with world_crs and a list of features)")
     if crs is None and not document.get("world_crs"):
         raise InputError(f"{path}: no world_crs; add \"world_crs\": \"EPSG:code\" to the collection or pass the CRS")
     world_crs = _projected(crs if crs is not None else document["world_crs"], str(path))
@@ -726,22 +792,29 @@ def load_cameras(path: str | os.PathLike, interior=None, crs=None, image_dir: st
     """Cameras from any supported orientation file, the reader chosen by the file's content.
 
     `interior` (a YAML file, a reconstruction.json / cameras.json, or {id: Intrinsics}) is
-    needed by the tables and the GeoJSON; `crs` is the world CRS (x y z tables without a
-    .prj need it); `image_dir` is where the images are (each reader has a default).
+    needed by the tables and the GeoJSON. `crs` is the world CRS: the CRS of the x y z of
+    the tables and the GeoJSON (tables without a .prj need it); the CRS OpenSfM and latitude
+    longitude altitude cameras are carried into, their ellipsoidal heights converted when it
+    has a vertical datum (see `read_opensfm`); ignored for the project's camera JSON, whose
+    file declares its CRS. `image_dir` is where the images are (each reader has a default).
+    InputError when the file holds no camera.
     """
-    path = Path(path)
+    cameras = _load_cameras(Path(path), interior, crs, image_dir)
+    if not cameras:
+        raise InputError(f"{path}: holds no cameras; give one orientation per image")
+    return cameras
+
+
+def _load_cameras(path: Path, interior, crs, image_dir) -> list[FrameCamera]:
     if not path.is_file():
         raise InputError(f"{path}: camera file not found")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         raise InputError(f"{path}: this holds interior parameters; give it as the interior orientation of an exterior orientation file ({'; '.join(CAMERA_FORMS)})")
     if suffix in (".json", ".geojson"):
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: cannot read it as JSON ({error})") from None
+        document = _read_json(path)
         if isinstance(document, dict) and document.get("type") == CAMERAS_JSON_TYPE:
-            return read_cameras_json(path)
+            return read_cameras_json(path, image_dir=image_dir)
         if isinstance(document, list):
             return read_opensfm(path, crs=crs, image_dir=image_dir)
         if isinstance(document, dict) and document.get("type") == "FeatureCollection":
