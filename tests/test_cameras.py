@@ -757,3 +757,16 @@ def test_image_names_are_matched_literally_and_camera_json_takes_an_image_dir(tm
     moved = read_cameras_json(tmp_path / "cameras.json", image_dir=images)
     assert [c.image for c in moved] == [str(images / "oblique.tif"), None]
     assert read_cameras_json(tmp_path / "cameras.json")[0].image == str(tmp_path / "images" / "oblique.tif")
+
+
+def test_into_crs_carries_only_the_forms_that_convert(shared_data):
+    """A caller wanting one CRS (twin build --images) passes `into_crs`: OpenSfM cameras are
+    carried into it; a table keeps its own .prj's CRS rather than being relabelled."""
+    folder = shared_data / "imagery"
+    taiwan = pyproj.CRS("EPSG:3826")
+    odm = load_cameras(folder / "odm-oblique-drone/opensfm/reconstruction.json", crs="EPSG:32651", into_crs=taiwan)
+    assert all(c.crs.to_2d().equals(taiwan) for c in odm)
+    table = load_cameras(folder / "orientation-tables/ngi_xyz_opk.csv",
+                         interior=folder / "orientation-tables/ngi_int_param.yaml", into_crs=taiwan)
+    own = pyproj.CRS((folder / "orientation-tables/ngi_xyz_opk.prj").read_text())
+    assert all(c.crs.equals(own) for c in table)

@@ -285,7 +285,7 @@ class _Imagery(Mapping[str, np.ndarray]):
         """Reads the camera file (forms that convert, OpenSfM and lat/lon tables, into the
         points' CRS) and checks, before the long part of the run, that the cameras are in the
         points' CRS, heights included, and that every image exists."""
-        cameras = load_cameras(path, interior=interior, crs=model_crs)
+        cameras = load_cameras(path, interior=interior, into_crs=model_crs)
         notes = set()
         model_vertical = model_crs.sub_crs_list[1] if model_crs.is_compound else None
         for camera in cameras:

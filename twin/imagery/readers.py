@@ -788,7 +788,9 @@ CAMERA_FORMS = (
 )
 
 
-def load_cameras(path: str | os.PathLike, interior=None, crs=None, image_dir: str | os.PathLike | None = None) -> list[FrameCamera]:
+def load_cameras(
+    path: str | os.PathLike, interior=None, crs=None, image_dir: str | os.PathLike | None = None, into_crs=None
+) -> list[FrameCamera]:
     """Cameras from any supported orientation file, the reader chosen by the file's content.
 
     `interior` (a YAML file, a reconstruction.json / cameras.json, or {id: Intrinsics}) is
@@ -796,16 +798,20 @@ def load_cameras(path: str | os.PathLike, interior=None, crs=None, image_dir: st
     the tables and the GeoJSON (tables without a .prj need it); the CRS OpenSfM and latitude
     longitude altitude cameras are carried into, their ellipsoidal heights converted when it
     has a vertical datum (see `read_opensfm`); ignored for the project's camera JSON, whose
-    file declares its CRS. `image_dir` is where the images are (each reader has a default).
-    InputError when the file holds no camera.
+    file declares its CRS. `into_crs`, when given, is where the forms that convert (OpenSfM,
+    latitude longitude altitude) carry their cameras, whatever `crs` says; the forms in
+    projected coordinates keep theirs (`crs` or their own declaration), so that a caller that
+    wants one CRS can pass it here without relabelling another file's coordinates.
+    `image_dir` is where the images are (each reader has a default). InputError when the
+    file holds no camera.
     """
-    cameras = _load_cameras(Path(path), interior, crs, image_dir)
+    cameras = _load_cameras(Path(path), interior, crs, image_dir, into_crs if into_crs is not None else crs)
     if not cameras:
         raise InputError(f"{path}: holds no cameras; give one orientation per image")
     return cameras
 
 
-def _load_cameras(path: Path, interior, crs, image_dir) -> list[FrameCamera]:
+def _load_cameras(path: Path, interior, crs, image_dir, converted_crs) -> list[FrameCamera]:
     if not path.is_file():
         raise InputError(f"{path}: camera file not found")
     suffix = path.suffix.lower()
@@ -816,11 +822,11 @@ def _load_cameras(path: Path, interior, crs, image_dir) -> list[FrameCamera]:
         if isinstance(document, dict) and document.get("type") == CAMERAS_JSON_TYPE:
             return read_cameras_json(path, image_dir=image_dir)
         if isinstance(document, list):
-            return read_opensfm(path, crs=crs, image_dir=image_dir)
+            return read_opensfm(path, crs=converted_crs, image_dir=image_dir)
         if isinstance(document, dict) and document.get("type") == "FeatureCollection":
             return read_opk_geojson(path, interior, crs=crs, image_dir=image_dir)
         raise InputError(f"{path}: not a known camera file; give {'; '.join(CAMERA_FORMS)}")
     fields, _ = _read_table(path)
     if {"latitude", "longitude", "altitude"} <= set(fields) or {"roll", "pitch", "yaw"} <= set(fields):
-        return read_lla_rpy_csv(path, interior, crs=crs, image_dir=image_dir)
+        return read_lla_rpy_csv(path, interior, crs=converted_crs, image_dir=image_dir)
     return read_opk_csv(path, interior, crs=crs, image_dir=image_dir)
