@@ -26,6 +26,10 @@ _BORDER_SAMPLES = 32
 """Points per image side used to find where an image lands in the rectified frame."""
 _MAX_RECTIFIED_GROWTH = 2.0
 """A rectified image may be at most this many times the original's larger side."""
+_MAX_REMAP_SIDE = 32767
+"""cv2.remap takes images of fewer pixels than this a side."""
+MAX_DISPARITIES = 2047
+"""OpenCV's semi-global matcher stores 16 x the disparity in 16-bit integers: larger ones wrap."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,6 @@ class RectifiedPair:
     size: tuple[int, int]
     """(width, height) of both rectified images."""
     baseline: float
-    left_maps: tuple[np.ndarray, np.ndarray]
-    right_maps: tuple[np.ndarray, np.ndarray]
     scale: float = 1.0
     """The resize factor of the rectified images relative to the originals."""
 
@@ -53,10 +55,18 @@ class RectifiedPair:
     def focal(self) -> float:
         return float(self.matrix[0, 0])
 
-    def remap(self, left_image: np.ndarray, right_image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The rectified left and right images and the masks of their pixels that come from the images."""
+    def remap(self, left_image: np.ndarray, right_image: np.ndarray, right_shift: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The rectified left and right images and the masks of their pixels that come from the
+        images; the right one moved `right_shift` columns to the right, so that a disparity d
+        reads d - right_shift between them. Maps are built here, one image at a time, rather
+        than kept: each is two floats per pixel of the rectified canvas."""
         rectified, valid = [], []
-        for image, (map_x, map_y) in ((left_image, self.left_maps), (right_image, self.right_maps)):
+        for camera, image, shift in ((self.left, left_image, 0), (self.right, right_image, right_shift)):
+            matrix = self.matrix.copy()
+            matrix[0, 2] += shift
+            map_x, map_y = cv2.initUndistortRectifyMap(camera.intrinsics.matrix, camera.intrinsics.distortion,
+                                                       self.rotation @ camera.rotation.T, matrix, self.size, cv2.CV_32FC1)
             if self.scale < 1.0:
                 # Blurred first so that the bilinear resampling does not alias: the sigma that
                 # takes an image of unit blur to the blur of the coarser grid.
@@ -109,13 +119,13 @@ def rectify_pair(first: FrameCamera, second: FrameCamera, scale: float = 1.0) ->
     if np.any(upper - lower > largest):
         raise ValueError(f"cameras {first.name!r} and {second.name!r} look too differently to be rectified together")
     size = (int(upper[0] - lower[0]) + 1, int(upper[1] - lower[1]) + 1)
+    if max(size) >= _MAX_REMAP_SIDE:
+        raise ValueError(
+            f"cameras {first.name!r} and {second.name!r} would need a rectified image of {size[0]} x {size[1]} pixels, "
+            f"more than OpenCV resamples ({_MAX_REMAP_SIDE - 1}); match them at a lower scale"
+        )
     matrix = np.array([[focal, 0.0, -lower[0]], [0.0, focal, -lower[1]], [0.0, 0.0, 1.0]])
-    maps = [
-        cv2.initUndistortRectifyMap(camera.intrinsics.matrix, camera.intrinsics.distortion, rotation @ camera.rotation.T,
-                                    matrix, size, cv2.CV_32FC1)
-        for camera in (first, second)
-    ]
-    return RectifiedPair(first, second, rotation, matrix, size, baseline, maps[0], maps[1], scale)
+    return RectifiedPair(first, second, rotation, matrix, size, baseline, scale)
 
 
 def _rectified_border(camera: FrameCamera, rotation: np.ndarray) -> np.ndarray:
@@ -205,22 +215,31 @@ def match_pair(pair: RectifiedPair, left_image: np.ndarray, right_image: np.ndar
     search = disparity_range(pair, (low, high))
     if search is None:
         return empty
-    left, right, left_valid, right_valid = pair.remap(_rgb(left_image), _rgb(right_image))
+    if search.count > MAX_DISPARITIES:
+        raise ValueError(
+            f"cameras {names[0]!r} and {names[1]!r}: {search.count} disparities to search, more than the matcher "
+            f"handles ({MAX_DISPARITIES}); narrow the height range or match at a lower scale"
+        )
+    # The matcher searches from 0 in a right image moved by the smallest disparity: large
+    # disparities (long baselines in pixels, as large-format cameras have) would wrap otherwise.
+    shift = search.minimum
+    left, right, left_valid, right_valid = pair.remap(_rgb(left_image), _rgb(right_image), right_shift=shift)
     left_grey, right_grey = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (left, right))
-    matcher = _matcher(search, settings)
+    matcher = _matcher(DisparityRange(0, search.count), settings)
     left_disparity = matcher.compute(left_grey, right_grey).astype(np.float32) / 16.0
     # The right image's disparities: the same matcher on both images mirrored, which turns
     # the right image into a left one with the same (positive) disparities.
     right_disparity = np.fliplr(matcher.compute(np.fliplr(right_grey).copy(), np.fliplr(left_grey).copy())).astype(np.float32) / 16.0
 
-    rows, columns = np.nonzero(left_valid & (left_disparity >= search.minimum))
-    disparity = left_disparity[rows, columns]
-    right_columns = np.rint(columns - disparity).astype(np.int64)
+    rows, columns = np.nonzero(left_valid & (left_disparity >= 0))
+    measured = left_disparity[rows, columns]
+    right_columns = np.rint(columns - measured).astype(np.int64)
     inside = (right_columns >= 0) & (right_columns < pair.size[0])
-    rows, columns, disparity, right_columns = rows[inside], columns[inside], disparity[inside], right_columns[inside]
+    rows, columns, measured, right_columns = rows[inside], columns[inside], measured[inside], right_columns[inside]
     back = right_disparity[rows, right_columns]
-    consistent = (right_valid[rows, right_columns] & (back >= search.minimum)
-                  & (np.abs(back - disparity) <= settings.left_right_tolerance_px) & (disparity > 0))
+    disparity = measured + shift
+    consistent = (right_valid[rows, right_columns] & (back >= 0)
+                  & (np.abs(back - measured) <= settings.left_right_tolerance_px) & (disparity > 0))
     rows, columns, disparity = rows[consistent], columns[consistent], disparity[consistent]
     xyz = pair.triangulate(columns.astype(float), rows.astype(float), disparity.astype(float))
     # The search range is padded and rounded up to 16 disparities: points well outside the

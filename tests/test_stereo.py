@@ -98,6 +98,24 @@ def test_a_pair_gives_the_surfaces_whatever_the_baseline_direction(box_scene, of
     assert points.rgb.shape == points.xyz.shape and points.rgb.dtype == np.uint8
 
 
+def test_disparities_beyond_what_the_matcher_stores_are_matched_not_dropped(box_scene):
+    """A long baseline in pixels (large-format cameras): disparities of about 2,200 px, beyond
+    the 2,047 that OpenCV's matcher stores, still give the ground at its height."""
+    intrinsics = Intrinsics(4000, 200, 3000.0, 3000.0, 1999.5, 99.5)
+    cameras = []
+    for index, dx in enumerate((-7.5, 7.5)):
+        center = np.array([dx, 40.0, 20.0])
+        cameras.append(FrameCamera(f"w{index}", intrinsics, center, look_at(center, center - [0, 0, 20.0])))
+    images = [_render(box_scene, c) for c in cameras]
+    pair = stereo.rectify_pair(*cameras)
+    search = stereo.disparity_range(pair, (-0.5, 0.5))
+    assert search.minimum > 2047
+    points = stereo.match_pair(pair, *images, height_range=(-0.5, 0.5))
+    overlap_pixels = (4000 - 3000 * 15 / 20) * 200
+    assert len(points.xyz) > 0.5 * overlap_pixels
+    assert np.median(np.abs(points.xyz[:, 2])) < 0.05
+
+
 def test_the_disparity_range_follows_the_height_range(box_scene):
     cameras = _cameras(((0, -25), (0, 25)))
     pair = stereo.rectify_pair(*cameras)
