@@ -7,8 +7,10 @@ then a grey-scale opening that removes whatever is narrower than `object_size`
 ground; points inside a footprint and clearly above it are building; the rest is other.
 With the points' colours, green points above the ground are vegetation (medium or high by
 their height), wherever they are: trees overhanging a roof would otherwise count as
-building and raise its height. Greenness is the excess green index 2g - r - b on
-chromatic coordinates, the usual vegetation index of RGB aerial imagery (no infrared band).
+building and raise its height (a vegetated roof is labelled vegetation too). Greenness is
+the excess green index 2g - r - b on chromatic coordinates, the usual vegetation index of
+RGB aerial imagery (no infrared band), taken only on pixels bright enough for their
+chromaticity to mean something (in shadows it is noise).
 A plain morphological filter rather than a cloth simulation: the footprints already
 remove the large objects, which is what makes such filters need tuning.
 """
@@ -40,7 +42,11 @@ class LabelSettings:
     footprint_margin: float = 1.0
     """Footprints grow by this much when left out of the ground surface (walls, offsets)."""
     min_excess_green: float = 0.2
-    """Points greener than this (2g - r - b on chromatic coordinates) are vegetation."""
+    """Points greener than this (2g - r - b on chromatic coordinates) are vegetation..."""
+    min_vegetation_brightness: int = 90
+    """... when their red + green + blue (0-765) reaches this."""
+    high_vegetation_min_height: float = 2.0
+    """Vegetation this much above the ground is high (class 5), lower is medium (class 4)."""
 
 
 def ground_surface(xyz: np.ndarray, footprints: list[shapely.Polygon], settings: LabelSettings = LabelSettings()) -> np.ndarray:
@@ -50,7 +56,9 @@ def ground_surface(xyz: np.ndarray, footprints: list[shapely.Polygon], settings:
     origin = xyz[:, :2].min(axis=0)
     cells = np.floor((xyz[:, :2] - origin) / settings.cell_size).astype(np.int64)
     shape = tuple(cells.max(axis=0) + 1)
-    outside = ~inside_footprints(xyz, [f.buffer(settings.footprint_margin) for f in footprints])
+    area = shapely.box(*xyz[:, :2].min(axis=0), *xyz[:, :2].max(axis=0)).buffer(settings.footprint_margin)
+    near = [footprints[i] for i in shapely.STRtree(footprints).query(area)] if footprints else []
+    outside = ~inside_footprints(xyz, [f.buffer(settings.footprint_margin) for f in near])
     lowest = np.full(shape, np.inf)
     np.minimum.at(lowest, (cells[outside, 0], cells[outside, 1]), xyz[outside, 2])
     empty = ~np.isfinite(lowest)
@@ -79,8 +87,9 @@ def label_points(xyz: np.ndarray, footprints: list[shapely.Polygon], settings: L
     classes[np.abs(above) <= settings.ground_tolerance] = GROUND
     classes[inside_footprints(xyz, footprints) & (above >= settings.building_min_height)] = BUILDING
     if rgb is not None:
-        green = (excess_green(rgb) > settings.min_excess_green) & (above > settings.ground_tolerance)
-        classes[green] = np.where(above[green] >= settings.building_min_height, HIGH_VEGETATION, MEDIUM_VEGETATION)
+        bright = np.asarray(rgb, dtype=np.int64).sum(axis=1) >= settings.min_vegetation_brightness
+        green = bright & (excess_green(rgb) > settings.min_excess_green) & (above > settings.ground_tolerance)
+        classes[green] = np.where(above[green] >= settings.high_vegetation_min_height, HIGH_VEGETATION, MEDIUM_VEGETATION)
     return classes
 
 
@@ -94,9 +103,14 @@ def excess_green(rgb: np.ndarray) -> np.ndarray:
 
 def inside_footprints(xyz: np.ndarray, footprints: list[shapely.Polygon]) -> np.ndarray:
     """Which points (n, 2+) fall inside any of the polygons."""
-    inside = np.zeros(len(xyz), dtype=bool)
-    for polygon in footprints:
-        xmin, ymin, xmax, ymax = polygon.bounds
-        near = np.flatnonzero((xyz[:, 0] >= xmin) & (xyz[:, 0] <= xmax) & (xyz[:, 1] >= ymin) & (xyz[:, 1] <= ymax))
-        inside[near[shapely.contains_xy(polygon, xyz[near, 0], xyz[near, 1])]] = True
-    return inside
+    if len(xyz) == 0 or not footprints:
+        return np.zeros(len(xyz), dtype=bool)
+    # One prepared union of the footprints over the points: GEOS indexes its edges, where a
+    # test per polygon would grow with footprints x points (a commune's file over a block).
+    area = shapely.box(*xyz[:, :2].min(axis=0), *xyz[:, :2].max(axis=0))
+    over = shapely.STRtree(footprints).query(area)
+    if len(over) == 0:
+        return np.zeros(len(xyz), dtype=bool)
+    region = shapely.union_all([footprints[i] for i in over])
+    shapely.prepare(region)
+    return shapely.contains_xy(region, xyz[:, 0], xyz[:, 1])

@@ -204,6 +204,9 @@ def test_green_points_above_the_ground_are_vegetation_even_over_a_roof():
     assert np.all(classes[crown] == HIGH_VEGETATION) and np.all(classes[bush] == MEDIUM_VEGETATION)
     assert np.all(classes[roof & ~crown] == BUILDING)
     assert np.mean(classes[~(roof | crown | bush)] == GROUND) > 0.99  # green lawn stays ground
+    # A dark green-tinted roof (in shadow) is not vegetation: its chromaticity is noise.
+    shadowed = label_points(np.column_stack([xy, z]), [footprint], rgb=np.where(roof[:, None], [10, 14, 8], rgb))
+    assert np.all(shadowed[roof & ~crown] == BUILDING)
     # Without colours, the overhanging crown is building: what the colours are for.
     assert np.all(label_points(np.column_stack([xy, z]), [footprint])[crown & roof] == BUILDING)
 
@@ -353,6 +356,12 @@ def test_match_command_needs_the_height_range_and_known_pair_names(tmp_path):
     assert result.exit_code == 2 and "no camera 'nope'" in result.output
     result = runner.invoke(main, [*common, "--height-range", "45", "90", "--images-dir", str(tmp_path)])
     assert result.exit_code == 2 and "image not found" in result.output
+    twice = "vertical_1_1:vertical_1_2,vertical_1_2:vertical_1_1"
+    result = runner.invoke(main, [*common, "--height-range", "45", "90", "--pairs", twice])
+    assert result.exit_code == 2 and "is given twice" in result.output
+    # A vertical and an oblique frame look too differently to be rectified: named, refused.
+    result = runner.invoke(main, [*common, "--height-range", "45", "90", "--pairs", "vertical_1_1:oblique_south"])
+    assert result.exit_code == 2 and "--pairs: vertical_1_1:oblique_south:" in result.output, result.output
     elsewhere = tmp_path / "utm.gpkg"
     write_footprints(elsewhere, [shapely.box(450000, 5410000, 450020, 5410020)], ["a"], crs="EPSG:32631")
     result = runner.invoke(main, [*common[:3], "--footprints", str(elsewhere), *common[5:], "--height-range", "45", "90"])

@@ -450,6 +450,12 @@ def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, heigh
         f"{len(summary.pairs)} image pairs matched in {summary.seconds:.1f} s: {summary.points:,} points ({counts})",
         highlight=False,
     )
+    for skipped in summary.skipped:
+        console.print(f"[yellow]pair skipped:[/] {skipped}", highlight=False)
+    for (first, second), count in zip(summary.pairs, summary.points_per_pair):
+        if count == 0:
+            console.print(f"[yellow]pair {first}:{second} gave no point[/]: check its orientations and --height-range",
+                          highlight=False)
     console.print(f"wrote {summary.path}", highlight=False)
 
 

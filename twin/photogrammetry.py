@@ -9,6 +9,7 @@ point format 7 file with colours, in the cameras' CRS, that `twin build` reads.
 from __future__ import annotations
 
 import datetime
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +42,24 @@ class MatchSummary:
     path: Path
     points: int
     pairs: tuple[tuple[str, str], ...]
+    """The pairs matched (those skipped are in `skipped`)."""
     points_per_pair: tuple[int, ...]
     class_counts: dict[int, int]
     seconds: float
+    skipped: tuple[str, ...] = ()
+    """Pairs that could not be matched, each with the reason."""
+
+
+@dataclass(frozen=True)
+class MatchedImages:
+    """What `match_images` gives: points (n, 3) and colours (n, 3) past the cross-pair check,
+    the pairs matched with the points each gave before it, and the pairs skipped with why."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    pairs: list[tuple[int, int]]
+    points_per_pair: list[int]
+    skipped: list[str]
 
 
 def match_images(
@@ -54,25 +70,31 @@ def match_images(
     scale: float = 1.0,
     tolerance: float | None = None,
     settings: MatchSettings = MatchSettings(),
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Points (n, 3) and colours (n, 3) of the image `pairs` (camera indices) that pass the
-    cross-pair check, and the points each pair gave before it.
+) -> MatchedImages:
+    """The points of the image `pairs` (camera indices) that pass the cross-pair check.
 
+    `images[i]` is camera i's image, looked up when a pair needs it. A pair that cannot be
+    matched (views too oblique to be rectified together, say) is skipped with its reason.
     `tolerance` (m) is how close another pair's point must be to confirm one: by default
     three ground sampling distances of the matched images at the scene's mid height.
     """
     if tolerance is None:
         tolerance = 3.0 * _ground_sampling_distance([cameras[i] for pair in pairs for i in pair], height_range) / scale
-    clouds, colours = [], []
+    clouds, colours, matched, skipped = [], [], [], []
     for first, second in pairs:
-        rectified = rectify_pair(cameras[first], cameras[second], scale)
-        points = match_pair(rectified, images[first], images[second], height_range, settings)
+        try:
+            rectified = rectify_pair(cameras[first], cameras[second], scale)
+            points = match_pair(rectified, images[first], images[second], height_range, settings)
+        except ValueError as error:
+            skipped.append(f"{cameras[first].name}:{cameras[second].name}: {error}")
+            continue
         clouds.append(points.xyz)
         colours.append(points.rgb)
-    kept = consistent_across_pairs(clouds, [(cameras[a], cameras[b]) for a, b in pairs], tolerance)
-    xyz = np.vstack([c[k] for c, k in zip(clouds, kept)])
-    rgb = np.vstack([c[k] for c, k in zip(colours, kept)])
-    return xyz, rgb, [len(c) for c in clouds]
+        matched.append((first, second))
+    kept = consistent_across_pairs(clouds, [(cameras[a], cameras[b]) for a, b in matched], tolerance)
+    xyz = np.vstack([np.zeros((0, 3))] + [c[k] for c, k in zip(clouds, kept)])
+    rgb = np.vstack([np.zeros((0, 3), np.uint8)] + [c[k] for c, k in zip(colours, kept)])
+    return MatchedImages(xyz, rgb, matched, [len(c) for c in clouds], skipped)
 
 
 def _ground_sampling_distance(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> float:
@@ -98,12 +120,13 @@ def labelled_points(
     pairs: Sequence[tuple[int, int]],
     scale: float = 1.0,
     spacing: float = DEFAULT_SPACING,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Points (n, 3), colours (n, 3) and ASPRS classes (n,) of the matched `pairs`, one
-    averaged point per cube of side `spacing`, and the points each pair gave before."""
-    xyz, rgb, per_pair = match_images(cameras, images, height_range, pairs, scale)
-    xyz, rgb = thin(xyz, rgb, spacing)
-    return xyz, rgb, label_points(xyz, list(footprints), LabelSettings(), rgb), per_pair
+) -> tuple[MatchedImages, np.ndarray]:
+    """The matched `pairs` thinned to one averaged point per cube of side `spacing`, and
+    the points' ASPRS classes (n,)."""
+    matched = match_images(cameras, images, height_range, pairs, scale)
+    xyz, rgb = thin(matched.xyz, matched.rgb, spacing)
+    thinned = MatchedImages(xyz, rgb, matched.pairs, matched.points_per_pair, matched.skipped)
+    return thinned, label_points(xyz, list(footprints), LabelSettings(), rgb)
 
 
 def run_match(
@@ -130,7 +153,7 @@ def run_match(
     cameras = load_cameras(cameras_path, interior=interior, crs=crs, image_dir=images_dir)
     crs = _common_crs(cameras, cameras_path)
     footprint_set = read_footprints(footprints, id_field=id_field, layer=layer)
-    if footprint_set.crs is not None and not horizontal_part(footprint_set.crs).equals(horizontal_part(crs)):
+    if footprint_set.crs is not None and not horizontal_part(footprint_set.crs).to_2d().equals(horizontal_part(crs).to_2d()):
         raise InputError(
             f"{footprints} is in {footprint_set.crs.name} but the cameras of {cameras_path} are in {crs.name}; "
             "reproject the footprints to the cameras' CRS (e.g. with ogr2ogr -t_srs)"
@@ -139,19 +162,40 @@ def run_match(
     low, high = sorted(float(h) for h in height_range)
     if not high > low:
         raise InputError(f"--height-range {low} {high}: the highest height must exceed the lowest")
-    chosen = _parse_pairs(pairs, cameras, cameras_path) or auto_pairs(cameras, (low, high))
-    images: list[np.ndarray | None] = [None] * len(cameras)
-    for index in sorted({i for pair in chosen for i in pair}):
-        path = _image_path(cameras[index], images_dir, cameras_path)
-        images[index] = read_image(path)
-        check_image_size(cameras[index], images[index], path)
-    xyz, rgb, classes, per_pair = labelled_points(cameras, images, polygons, (low, high), chosen, scale, spacing)
-    if len(xyz) == 0:
-        raise InputError(f"{cameras_path}: the images gave no points; check the orientations and --height-range")
-    write_points_laz(out, xyz, rgb, classes, crs)
-    names = tuple((cameras[a].name, cameras[b].name) for a, b in chosen)
+    given = _parse_pairs(pairs, cameras, cameras_path)
+    chosen = given or auto_pairs(cameras, (low, high))
+    paths = {i: _image_path(cameras[i], images_dir, cameras_path) for i in sorted({i for pair in chosen for i in pair})}
+    for path in paths.values():
+        if not path.is_file():
+            raise InputError(f"{path}: image not found; check --images-dir or the image paths in {cameras_path}")
+    matched, classes = labelled_points(cameras, _ImagesOnDemand(cameras, paths), polygons, (low, high), chosen, scale, spacing)
+    if given and matched.skipped:
+        raise InputError(f"--pairs: {matched.skipped[0]}; drop that pair or match at a lower --scale")
+    if len(matched.xyz) == 0:
+        reasons = f" ({'; '.join(matched.skipped)})" if matched.skipped else ""
+        raise InputError(f"{cameras_path}: the images gave no points{reasons}; check the orientations and --height-range")
+    write_points_laz(out, matched.xyz, matched.rgb, classes, crs)
+    names = tuple((cameras[a].name, cameras[b].name) for a, b in matched.pairs)
     counts = {int(c): int(n) for c, n in zip(*np.unique(classes, return_counts=True))}
-    return MatchSummary(out, len(xyz), names, tuple(per_pair), counts, time.perf_counter() - started)
+    return MatchSummary(out, len(matched.xyz), names, tuple(matched.points_per_pair), counts,
+                        time.perf_counter() - started, tuple(matched.skipped))
+
+
+class _ImagesOnDemand:
+    """Camera index -> image, read when a pair needs it and kept for the next few pairs:
+    a block of hundreds of large frames would not fit in memory at once."""
+
+    def __init__(self, cameras: Sequence[FrameCamera], paths: dict[int, Path]) -> None:
+        self._cameras, self._paths = cameras, paths
+        self._read = functools.lru_cache(maxsize=4)(self._load)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self._read(index)
+
+    def _load(self, index: int) -> np.ndarray:
+        image = read_image(self._paths[index])
+        check_image_size(self._cameras[index], image, self._paths[index])
+        return image
 
 
 def _common_crs(cameras: Sequence[FrameCamera], path: Path) -> pyproj.CRS:
@@ -174,7 +218,7 @@ def _parse_pairs(text: str, cameras: Sequence[FrameCamera], path: Path) -> list[
     if text.strip().lower() == "auto":
         return None
     index = {c.name: i for i, c in enumerate(cameras)}
-    pairs = []
+    pairs, seen = [], set()
     for item in text.split(","):
         names = [n.strip() for n in item.split(":")]
         if len(names) != 2 or names[0] == names[1]:
@@ -182,6 +226,10 @@ def _parse_pairs(text: str, cameras: Sequence[FrameCamera], path: Path) -> list[
         unknown = [n for n in names if n not in index]
         if unknown:
             raise InputError(f"--pairs: no camera {unknown[0]!r} in {path}")
+        if frozenset(names) in seen:
+            # A pair matched twice would confirm its own mismatches in the cross-pair check.
+            raise InputError(f"--pairs {text!r}: {names[0]}:{names[1]} is given twice (in either order); give each pair once")
+        seen.add(frozenset(names))
         pairs.append((index[names[0]], index[names[1]]))
     return pairs
 
