@@ -199,7 +199,6 @@ class PairPoints:
 
     xyz: np.ndarray
     rgb: np.ndarray
-    pair: tuple[str, str]
 
 
 def match_pair(pair: RectifiedPair, left_image: np.ndarray, right_image: np.ndarray, height_range: tuple[float, float],
@@ -210,7 +209,7 @@ def match_pair(pair: RectifiedPair, left_image: np.ndarray, right_image: np.ndar
     `pair.left` and `pair.right`, at their cameras' full resolution.
     """
     names = (pair.left.name, pair.right.name)
-    empty = PairPoints(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.uint8), names)
+    empty = PairPoints(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.uint8))
     low, high = sorted(height_range)
     search = disparity_range(pair, (low, high))
     if search is None:
@@ -246,7 +245,7 @@ def match_pair(pair: RectifiedPair, left_image: np.ndarray, right_image: np.ndar
     # height range come from that padding and are mismatches.
     margin = 0.1 * (high - low) + 1.0
     keep = (xyz[:, 2] >= low - margin) & (xyz[:, 2] <= high + margin)
-    return PairPoints(xyz[keep], left[rows[keep], columns[keep]], names)
+    return PairPoints(xyz[keep], left[rows[keep], columns[keep]])
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -321,13 +320,16 @@ def consistent_across_pairs(clouds: list[np.ndarray], pair_cameras: list[tuple[F
     pair has both its images over them (parts of a survey seen by two images only).
     Occlusions are not modelled: a point another pair would see but for a wall is dropped."""
     confirmed = confirmed_by_other_pairs(clouds, tolerance)
+    boxes = [(c[:, :2].min(axis=0), c[:, :2].max(axis=0)) if len(c) else None for c in clouds]
     kept = []
     for index, (cloud, agreed) in enumerate(zip(clouds, confirmed)):
         doubtful = cloud[~agreed]
         seen: dict[int, np.ndarray] = {}  # per camera (by identity), so each projects the points once
         checkable = np.zeros(len(doubtful), dtype=bool)
         for other, cameras in enumerate(pair_cameras):
-            if other != index:
+            # Only pairs whose points reach this pair's area: in a large block, the others are
+            # elsewhere, and testing them all would grow with the square of the pairs.
+            if other != index and _boxes_meet(boxes[index], boxes[other], tolerance):
                 for camera in cameras:
                     if id(camera) not in seen:
                         seen[id(camera)] = _seen_by(doubtful, camera, margin_px)
@@ -336,6 +338,10 @@ def consistent_across_pairs(clouds: list[np.ndarray], pair_cameras: list[tuple[F
         keep[np.flatnonzero(~agreed)[~checkable]] = True
         kept.append(keep)
     return kept
+
+
+def _boxes_meet(a, b, margin: float) -> bool:
+    return a is not None and b is not None and bool(np.all(a[0] - margin <= b[1]) and np.all(b[0] - margin <= a[1]))
 
 
 def _seen_by(points: np.ndarray, camera: FrameCamera, margin_px: float) -> np.ndarray:
@@ -361,7 +367,6 @@ class PairChoice:
     second: int
     overlap: float
     """Share of the smaller ground footprint the two images share."""
-    base_to_height: float
 
 
 def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], min_overlap: float = 0.3,
@@ -370,7 +375,7 @@ def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], 
     """Pairs of cameras worth matching: ground footprints (on the mid height plane) that
     overlap by at least `min_overlap`, a base-to-height ratio in `base_to_height` (too
     small: poor depth; too large: too different views to match) and optical axes within
-    `max_angle_deg`. Each camera keeps its `partners` best pairs by shared area."""
+    `max_angle_deg`. Each camera gets at least its `partners` best pairs by shared area."""
     mid = float(np.mean(height_range))
     footprints = [_ground_footprint(camera, mid) for camera in cameras]
     candidates = []
@@ -388,7 +393,7 @@ def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], 
         cosine = float(np.clip(cameras[i].viewing_direction @ cameras[j].viewing_direction, -1.0, 1.0))
         if (overlap >= min_overlap and base_to_height[0] <= ratio <= base_to_height[1]
                 and math.degrees(math.acos(cosine)) <= max_angle_deg):
-            candidates.append(PairChoice(i, j, float(overlap), ratio))
+            candidates.append(PairChoice(i, j, float(overlap)))
     candidates.sort(key=lambda c: (-c.overlap * min(footprints[c.first].area, footprints[c.second].area), c.first, c.second))
     chosen, taken = [], {}
     for candidate in candidates:

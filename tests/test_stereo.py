@@ -286,6 +286,8 @@ def test_points_lie_on_the_true_surfaces(sample_match, truth_surfaces):
     distance = np.minimum(to_buildings, to_terrain)
     assert len(xyz) > 100_000
     assert np.median(distance) <= 2 * _ground_sampling_distance(cameras)
+    # Few gross errors: trees, which the truth lacks, make most of those over 1 m.
+    assert np.percentile(distance, 95) <= 0.5 and np.mean(distance > 1.0) < 0.03
 
 
 def test_roofs_seen_by_two_images_are_covered(sample_match, truth_surfaces):
