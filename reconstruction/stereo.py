@@ -97,7 +97,39 @@ def rectify_pair(first: FrameCamera, second: FrameCamera, scale: float = 1.0) ->
     across track, and its semi-global matcher only searches along rows. Here the common
     x axis is always the baseline (Fusiello's construction), so any pair matches along
     rows; OpenCV still builds the undistort-and-rectify maps with each camera's distortion.
+    Raises ValueError when the pair cannot be rectified (`rectification_problem`) or its
+    rectified images would be too large for OpenCV to resample at this scale.
     """
+    rotation, baseline, corners, focal = _rectified_frame(first, second)
+    problem = _growth_problem(first, second, corners, focal)
+    if problem:
+        raise ValueError(problem)
+    focal *= scale
+    lower = np.floor(corners.min(axis=0) * focal)
+    upper = np.ceil(corners.max(axis=0) * focal)
+    size = (int(upper[0] - lower[0]) + 1, int(upper[1] - lower[1]) + 1)
+    if max(size) >= _MAX_REMAP_SIDE:
+        raise ValueError(
+            f"cameras {first.name!r} and {second.name!r} would need a rectified image of {size[0]} x {size[1]} pixels, "
+            f"more than OpenCV resamples ({_MAX_REMAP_SIDE - 1}); match them at a lower scale"
+        )
+    matrix = np.array([[focal, 0.0, -lower[0]], [0.0, focal, -lower[1]], [0.0, 0.0, 1.0]])
+    return RectifiedPair(first, second, rotation, matrix, size, baseline, scale)
+
+
+def rectification_problem(first: FrameCamera, second: FrameCamera) -> str | None:
+    """Why two cameras cannot be rectified together at any scale (they share their centre,
+    look along their baseline or too obliquely to it), or None when they can."""
+    try:
+        _, _, corners, focal = _rectified_frame(first, second)
+    except ValueError as error:
+        return str(error)
+    return _growth_problem(first, second, corners, focal)
+
+
+def _rectified_frame(first: FrameCamera, second: FrameCamera) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """The common rotation (world to rectified axes), the baseline length, the normalised
+    rectified coordinates (n, 2) of both images' borders and the common focal at full scale."""
     baseline_vector = second.center - first.center
     baseline = float(np.linalg.norm(baseline_vector))
     if baseline <= 0:
@@ -109,23 +141,18 @@ def rectify_pair(first: FrameCamera, second: FrameCamera, scale: float = 1.0) ->
         raise ValueError(f"cameras {first.name!r} and {second.name!r} look along their baseline: they cannot be rectified")
     y_axis /= np.linalg.norm(y_axis)
     rotation = np.vstack([x_axis, y_axis, np.cross(x_axis, y_axis)])
-
-    focal = scale * float(np.mean([first.intrinsics.fx, first.intrinsics.fy, second.intrinsics.fx, second.intrinsics.fy]))
+    focal = float(np.mean([first.intrinsics.fx, first.intrinsics.fy, second.intrinsics.fx, second.intrinsics.fy]))
     corners = np.vstack([_rectified_border(camera, rotation) for camera in (first, second)])
-    lower = np.floor(corners.min(axis=0) * focal)
-    upper = np.ceil(corners.max(axis=0) * focal)
-    largest = _MAX_RECTIFIED_GROWTH * scale * max(first.intrinsics.width, first.intrinsics.height,
-                                                   second.intrinsics.width, second.intrinsics.height)
-    if np.any(upper - lower > largest):
-        raise ValueError(f"cameras {first.name!r} and {second.name!r} look too differently to be rectified together")
-    size = (int(upper[0] - lower[0]) + 1, int(upper[1] - lower[1]) + 1)
-    if max(size) >= _MAX_REMAP_SIDE:
-        raise ValueError(
-            f"cameras {first.name!r} and {second.name!r} would need a rectified image of {size[0]} x {size[1]} pixels, "
-            f"more than OpenCV resamples ({_MAX_REMAP_SIDE - 1}); match them at a lower scale"
-        )
-    matrix = np.array([[focal, 0.0, -lower[0]], [0.0, focal, -lower[1]], [0.0, 0.0, 1.0]])
-    return RectifiedPair(first, second, rotation, matrix, size, baseline, scale)
+    return rotation, baseline, corners, focal
+
+
+def _growth_problem(first: FrameCamera, second: FrameCamera, corners: np.ndarray, focal: float) -> str | None:
+    largest = _MAX_RECTIFIED_GROWTH * max(first.intrinsics.width, first.intrinsics.height,
+                                          second.intrinsics.width, second.intrinsics.height)
+    if np.any((corners.max(axis=0) - corners.min(axis=0)) * focal > largest):
+        return (f"cameras {first.name!r} and {second.name!r}: their rectified images would be over "
+                f"{_MAX_RECTIFIED_GROWTH:g} times the size of the originals: views too oblique to the baseline")
+    return None
 
 
 def _rectified_border(camera: FrameCamera, rotation: np.ndarray) -> np.ndarray:
@@ -369,13 +396,24 @@ class PairChoice:
     """Share of the smaller ground footprint the two images share."""
 
 
-def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], min_overlap: float = 0.3,
-                 base_to_height: tuple[float, float] = (0.1, 1.0), max_angle_deg: float = 30.0,
-                 partners: int = 2) -> list[PairChoice]:
+MIN_OVERLAP = 0.3
+"""`select_pairs`' defaults: share of the smaller ground footprint two images must share..."""
+BASE_TO_HEIGHT = (0.1, 1.0)
+"""... the range of their base-to-height ratio..."""
+MAX_VIEW_ANGLE_DEG = 30.0
+"""... the largest angle between their optical axes..."""
+PARTNERS = 2
+"""... and the pairs each camera gets at least."""
+
+
+def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], min_overlap: float = MIN_OVERLAP,
+                 base_to_height: tuple[float, float] = BASE_TO_HEIGHT, max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
+                 partners: int = PARTNERS) -> list[PairChoice]:
     """Pairs of cameras worth matching: ground footprints (on the mid height plane) that
     overlap by at least `min_overlap`, a base-to-height ratio in `base_to_height` (too
-    small: poor depth; too large: too different views to match) and optical axes within
-    `max_angle_deg`. Each camera gets at least its `partners` best pairs by shared area."""
+    small: poor depth; too large: too different views to match), optical axes within
+    `max_angle_deg` and views that can be rectified together (`rectification_problem`).
+    Each camera gets at least its `partners` best pairs by shared area, when it has that many."""
     mid = float(np.mean(height_range))
     footprints = [_ground_footprint(camera, mid) for camera in cameras]
     candidates = []
@@ -392,7 +430,8 @@ def select_pairs(cameras: list[FrameCamera], height_range: tuple[float, float], 
         ratio = float(np.linalg.norm(cameras[i].center - cameras[j].center) / distance)
         cosine = float(np.clip(cameras[i].viewing_direction @ cameras[j].viewing_direction, -1.0, 1.0))
         if (overlap >= min_overlap and base_to_height[0] <= ratio <= base_to_height[1]
-                and math.degrees(math.acos(cosine)) <= max_angle_deg):
+                and math.degrees(math.acos(cosine)) <= max_angle_deg
+                and rectification_problem(cameras[i], cameras[j]) is None):
             candidates.append(PairChoice(i, j, float(overlap)))
     candidates.sort(key=lambda c: (-c.overlap * min(footprints[c.first].area, footprints[c.second].area), c.first, c.second))
     chosen, taken = [], {}

@@ -428,8 +428,9 @@ Examples:
               help="Lowest terrain and highest roof of the scene, in the cameras' CRS heights; bounds the matching.")
 @click.option("--scale", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
               help="Match the images resized by this factor (faster, coarser).")
-@click.option("--spacing", type=click.FloatRange(0.01, 10.0), default=0.25, show_default=True,
-              help="Point spacing in metres of the output (one averaged point per cube of this side).")
+@click.option("--spacing", type=click.FloatRange(0.01, 10.0),
+              help="Point spacing in metres of the output, one averaged point per cube of this side "
+                   "(default: about the ground sampling distance of aerial surveys, as the README gives).")
 @click.option("--id-field", help="Footprint field holding unique building ids.")
 @click.option("--layer", help="Layer of the footprint file, when it has several.")
 def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, height_range, scale, spacing, id_field,
@@ -437,13 +438,15 @@ def match(cameras_path, interior, crs, images_dir, footprints, out, pairs, heigh
     """Dense points from overlapping oriented images, labelled ground / building / vegetation / other.
 
     Writes a LAS 1.4 file (point format 7, with colours and the cameras' CRS) that
-    `twin build --points` takes.
+    `twin build --points` takes. Images are read a few at a time, but the whole block is
+    matched in one run with its points in memory: cut a very large block into overlapping
+    parts.
     """
-    from twin.photogrammetry import run_match
+    from twin.photogrammetry import DEFAULT_SPACING, run_match
 
     summary = _checked(lambda: run_match(
         cameras_path, footprints, out, images_dir=images_dir, pairs=pairs, height_range=height_range, scale=scale,
-        spacing=spacing, id_field=id_field, layer=layer, interior=interior, crs=crs,
+        spacing=DEFAULT_SPACING if spacing is None else spacing, id_field=id_field, layer=layer, interior=interior, crs=crs,
     ))
     counts = ", ".join(f"{n:,} {_CLASS_NAMES.get(c, c)}" for c, n in sorted(summary.class_counts.items()))
     console.print(

@@ -4,6 +4,11 @@ Reads the cameras and their images, matches the chosen pairs densely
 (reconstruction.stereo), keeps the points another pair confirms, labels them ground,
 building, vegetation or other with the footprints and their colours (reconstruction.labels) and writes a LAS 1.4
 point format 7 file with colours, in the cameras' CRS, that `twin build` reads.
+
+Images are read when a pair needs them (a few kept for the next pairs) and each pair's
+points are thinned before the cross-pair check, but the whole block is matched in one
+run and its points held in memory until written: a block far larger than a district
+should be cut into overlapping parts, matched one by one (no tiling here).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import shapely
 from exporters.atomic import atomic_output
 from reconstruction.labels import LabelSettings, label_points
 from reconstruction.stereo import (
-    MatchSettings, consistent_across_pairs, match_pair, rectify_pair, select_pairs, thin,
+    BASE_TO_HEIGHT, MAX_VIEW_ANGLE_DEG, MIN_OVERLAP, MatchSettings, consistent_across_pairs, match_pair, rectify_pair,
+    select_pairs, thin,
 )
 from twin.errors import InputError
 from twin.geodesy import horizontal_part
@@ -53,7 +59,8 @@ class MatchSummary:
 @dataclass(frozen=True)
 class MatchedImages:
     """What `match_images` gives: points (n, 3) and colours (n, 3) past the cross-pair check,
-    the pairs matched with the points each gave before it, and the pairs skipped with why."""
+    the pairs matched with the points each gave (before thinning and that check), and the
+    pairs skipped with why."""
 
     xyz: np.ndarray
     rgb: np.ndarray
@@ -70,6 +77,7 @@ def match_images(
     scale: float = 1.0,
     tolerance: float | None = None,
     settings: MatchSettings = MatchSettings(),
+    spacing: float = DEFAULT_SPACING,
 ) -> MatchedImages:
     """The points of the image `pairs` (camera indices) that pass the cross-pair check.
 
@@ -77,10 +85,14 @@ def match_images(
     matched (views too oblique to be rectified together, say) is skipped with its reason.
     `tolerance` (m) is how close another pair's point must be to confirm one: by default
     three ground sampling distances of the matched images at the scene's mid height.
+    Each pair's points are thinned to one per cube of half the smaller of `spacing` (the
+    output's) and `tolerance` before that check, which bounds the memory they take
+    whatever the images' resolution without blurring either.
     """
     if tolerance is None:
         tolerance = 3.0 * _ground_sampling_distance([cameras[i] for pair in pairs for i in pair], height_range) / scale
-    clouds, colours, matched, skipped = [], [], [], []
+    cube = 0.5 * min(spacing, tolerance)
+    clouds, colours, matched, counts, skipped = [], [], [], [], []
     for first, second in pairs:
         try:
             rectified = rectify_pair(cameras[first], cameras[second], scale)
@@ -88,13 +100,15 @@ def match_images(
         except ValueError as error:
             skipped.append(f"{cameras[first].name}:{cameras[second].name}: {error}")
             continue
-        clouds.append(points.xyz)
-        colours.append(points.rgb)
+        xyz, rgb = thin(points.xyz, points.rgb, cube)
+        clouds.append(xyz)
+        colours.append(rgb)
         matched.append((first, second))
+        counts.append(len(points.xyz))
     kept = consistent_across_pairs(clouds, [(cameras[a], cameras[b]) for a, b in matched], tolerance)
     xyz = np.vstack([np.zeros((0, 3))] + [c[k] for c, k in zip(clouds, kept)])
     rgb = np.vstack([np.zeros((0, 3), np.uint8)] + [c[k] for c, k in zip(colours, kept)])
-    return MatchedImages(xyz, rgb, matched, [len(c) for c in clouds], skipped)
+    return MatchedImages(xyz, rgb, matched, counts, skipped)
 
 
 def _ground_sampling_distance(cameras: Sequence[FrameCamera], height_range: tuple[float, float]) -> float:
@@ -106,8 +120,9 @@ def auto_pairs(cameras: Sequence[FrameCamera], height_range: tuple[float, float]
     pairs = [(c.first, c.second) for c in select_pairs(list(cameras), height_range)]
     if not pairs:
         raise InputError(
-            "no two images overlap enough to be matched (30 % of their ground footprints, base-to-height 0.1-1, "
-            "views within 30 degrees); check the cameras and --height-range"
+            f"no two images overlap enough to be matched ({MIN_OVERLAP:.0%} of their ground footprints, "
+            f"base-to-height {BASE_TO_HEIGHT[0]:g}-{BASE_TO_HEIGHT[1]:g}, views within {MAX_VIEW_ANGLE_DEG:g} degrees "
+            "and not too oblique to their baseline); check the cameras and --height-range"
         )
     return pairs
 
@@ -123,7 +138,7 @@ def labelled_points(
 ) -> tuple[MatchedImages, np.ndarray]:
     """The matched `pairs` thinned to one averaged point per cube of side `spacing`, and
     the points' ASPRS classes (n,)."""
-    matched = match_images(cameras, images, height_range, pairs, scale)
+    matched = match_images(cameras, images, height_range, pairs, scale, spacing=spacing)
     xyz, rgb = thin(matched.xyz, matched.rgb, spacing)
     thinned = MatchedImages(xyz, rgb, matched.pairs, matched.points_per_pair, matched.skipped)
     return thinned, label_points(xyz, list(footprints), LabelSettings(), rgb)
@@ -170,7 +185,9 @@ def run_match(
             raise InputError(f"{path}: image not found; check --images-dir or the image paths in {cameras_path}")
     matched, classes = labelled_points(cameras, _ImagesOnDemand(cameras, paths), polygons, (low, high), chosen, scale, spacing)
     if given and matched.skipped:
-        raise InputError(f"--pairs: {matched.skipped[0]}; drop that pair or match at a lower --scale")
+        raise InputError(f"--pairs: {matched.skipped[0]} (or drop that pair from --pairs)")
+    if not matched.pairs:
+        raise InputError(f"{cameras_path}: no image pair could be matched: {'; '.join(matched.skipped)}")
     if len(matched.xyz) == 0:
         reasons = f" ({'; '.join(matched.skipped)})" if matched.skipped else ""
         raise InputError(f"{cameras_path}: the images gave no points{reasons}; check the orientations and --height-range")
