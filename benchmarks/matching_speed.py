@@ -9,12 +9,11 @@ Run `twin sample` first if sample_data/imagery/ is absent.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 from pathlib import Path
 
 from reconstruction.stereo import match_pair, rectify_pair
-from twin.imagery.images import read_image
+from twin.imagery.images import ImagesOnDemand
 from twin.imagery.readers import read_cameras_json
 from twin.photogrammetry import auto_pairs
 
@@ -29,10 +28,10 @@ def main() -> None:
     cameras = read_cameras_json(SAMPLE / "imagery" / "cameras.json")
     pairs = auto_pairs(cameras, HEIGHT_RANGE)
     # Read when a pair needs them, as `twin match` does, and outside the timed part.
-    image = functools.lru_cache(maxsize=4)(lambda index: read_image(cameras[index].image))
+    images = ImagesOnDemand(cameras, SAMPLE / "imagery" / "cameras.json")
     total_seconds, total_points = 0.0, 0
     for first, second in pairs:
-        left, right = image(first), image(second)
+        left, right = images[cameras[first].name], images[cameras[second].name]
         started = time.perf_counter()
         rectified = rectify_pair(cameras[first], cameras[second], arguments.scale)
         points = match_pair(rectified, left, right, HEIGHT_RANGE)

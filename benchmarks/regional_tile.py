@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -151,21 +150,31 @@ def decode(path: Path, backend: laspy.LazBackend) -> None:
             pass
 
 
+# Runs a command and prints its CPU seconds and peak memory (MB) as JSON. Linux keeps a
+# process's peak memory across exec, so a child started by this benchmark, which has
+# decoded the whole tile, would report this process's peak instead of its own: a small
+# launcher process starts the build instead.
+LAUNCHER = """
+import json, resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"code": code, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}))
+"""
+
+
 def twin_build(laz: Path, footprints: Path, out: Path, workers: int) -> tuple[float, float, float, dict]:
     """Wall time, CPU time and peak memory (MB) of `twin build` in a fresh process, and
     its run report."""
     work = out / "work"
     command = [sys.executable, "-m", "twin", "build", "--points", str(laz), "--footprints", str(footprints),
                "--out", str(out), "--format", "cityjsonseq", "--work-dir", str(work), "--workers", str(workers)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
+    usage = json.loads(result.stdout.splitlines()[-1]) if result.returncode == 0 else {"code": result.returncode}
+    if usage["code"] != 0:
         raise SystemExit(f"twin build failed:\n{result.stderr}")
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return seconds, cpu, after.ru_maxrss / 1024, json.loads((work / "report.json").read_text())
+    return seconds, usage["cpu"], usage["peak_mb"], json.loads((work / "report.json").read_text())
 
 
 def neighbour_reads(footprints: Path, ring_m: float) -> int:

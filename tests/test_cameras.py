@@ -8,6 +8,8 @@ import inspect
 import json
 import shutil
 import warnings
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,7 +20,7 @@ from scipy.ndimage import map_coordinates
 
 from twin.errors import InputError
 from twin.imagery.camera import FrameCamera, Intrinsics, look_at, rotation_from_rpy
-from twin.imagery.images import check_image_size, read_image
+from twin.imagery.images import ImagesOnDemand, check_image_size, read_image
 from twin.imagery.readers import (
     load_cameras,
     opensfm_local_cameras,
@@ -525,6 +527,36 @@ def test_check_image_size_names_both_sizes(tmp_path):
     camera = _synthetic_cameras(tmp_path)[0]
     with pytest.raises(InputError, match=r"is 6 x 4 pixels but camera 'vertical' is calibrated for 640 x 480"):
         check_image_size(camera, np.zeros((4, 6, 3), np.uint8), "small.png")
+
+
+def test_images_on_demand_checks_every_file_up_front_and_reads_each_when_asked(tmp_path, monkeypatch):
+    import twin.imagery.images as images_module
+
+    vertical, oblique = _synthetic_cameras(tmp_path)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "oblique.tif"), np.zeros((912, 1368, 3), np.uint8))
+    with pytest.raises(InputError, match="cameras.json: camera 'vertical' names no image"):
+        ImagesOnDemand([vertical, oblique], tmp_path / "cameras.json")
+    absent = replace(vertical, image=str(tmp_path / "images" / "vertical.tif"))
+    with pytest.raises(InputError, match="vertical.tif: image not found for camera 'vertical'; check the image paths in"):
+        ImagesOnDemand([oblique, absent], tmp_path / "cameras.json")
+    with pytest.raises(InputError, match="check the images folder"):
+        ImagesOnDemand([oblique, absent], tmp_path / "cameras.json", images_dir=tmp_path / "images")
+    (tmp_path / "images" / "vertical.xyz").write_text("not an image")
+    with pytest.raises(InputError, match="vertical.xyz: the image of camera 'vertical' is not in a format OpenCV reads"):
+        ImagesOnDemand([replace(vertical, image=str(tmp_path / "images" / "vertical.xyz"))], tmp_path / "cameras.json")
+
+    # A wrong-sized image is found when read; reads are cached for the next `keep` asks.
+    cv2.imwrite(str(tmp_path / "images" / "vertical.tif"), np.zeros((10, 10, 3), np.uint8))
+    reads = []
+    monkeypatch.setattr(images_module, "read_image", lambda path: reads.append(Path(path).name) or cv2.imread(str(path)))
+    images = ImagesOnDemand([oblique, absent], tmp_path / "elsewhere" / "cameras.json", images_dir=tmp_path / "images", keep=1)
+    assert sorted(images) == ["oblique", "vertical"] and len(images) == 2
+    assert images["oblique"].shape == (912, 1368, 3)
+    images["oblique"]
+    assert reads == ["oblique.tif"]
+    with pytest.raises(InputError, match="vertical.tif: the image is 10 x 10 pixels but camera 'vertical' is calibrated for 640 x 480"):
+        images["vertical"]
 
 
 def test_read_image_bit_depth_snaps_to_standard_depths(tmp_path):

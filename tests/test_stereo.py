@@ -163,7 +163,7 @@ def test_views_too_oblique_to_their_baseline_are_not_paired():
 
 def test_a_pair_that_cannot_be_matched_is_skipped_and_the_others_thinned(box_scene):
     cameras = _cameras(((0, -25), (0, 25), (0, 0))) + _tilted_along_x((0.0, 40.0), 55.0)
-    images = [_render(box_scene, c) for c in cameras[:3]] + [None, None]
+    images = {c.name: _render(box_scene, c) for c in cameras[:3]}
     matched = match_images(cameras, images, (-1.0, 12.0), [(0, 1), (3, 4), (0, 2)], tolerance=1.0, spacing=0.6)
     assert matched.pairs == [(0, 1), (0, 2)] and all(n > 10_000 for n in matched.points_per_pair)
     assert len(matched.skipped) == 1 and matched.skipped[0].startswith("t0:t1: ") and "too oblique" in matched.skipped[0]

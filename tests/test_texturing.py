@@ -369,7 +369,7 @@ def _sample_camera(image: str | None, crs: str = "EPSG:2154") -> FrameCamera:
 @pytest.mark.parametrize(
     "image, crs, message",
     [
-        ("missing.jpg", "EPSG:2154", "missing.jpg of camera 'cam-1' does not exist"),
+        ("missing.jpg", "EPSG:2154", "missing.jpg: image not found for camera 'cam-1'"),
         (None, "EPSG:2154", "camera 'cam-1' names no image"),
         ("present.jpg", "EPSG:32631", "the cameras are in WGS 84 / UTM zone 31N"),
         ("present.jpg", "EPSG:2154+5773", "the camera heights are in EGM96 height but the points. are in NGF-IGN69"),

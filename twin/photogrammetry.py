@@ -14,9 +14,8 @@ should be cut into overlapping parts, matched one by one (no tiling here).
 from __future__ import annotations
 
 import datetime
-import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from reconstruction.stereo import (
 from twin.errors import InputError
 from twin.geodesy import horizontal_part
 from twin.imagery.camera import FrameCamera
-from twin.imagery.images import check_image_size, read_image
+from twin.imagery.images import ImagesOnDemand
 from twin.imagery.readers import load_cameras
 from twin.inputs.footprints import read_footprints
 
@@ -71,7 +70,7 @@ class MatchedImages:
 
 def match_images(
     cameras: Sequence[FrameCamera],
-    images: Sequence[np.ndarray | None],
+    images: Mapping[str, np.ndarray],
     height_range: tuple[float, float],
     pairs: Sequence[tuple[int, int]],
     scale: float = 1.0,
@@ -81,8 +80,8 @@ def match_images(
 ) -> MatchedImages:
     """The points of the image `pairs` (camera indices) that pass the cross-pair check.
 
-    `images[i]` is camera i's image, looked up when a pair needs it. A pair that cannot be
-    matched (views too oblique to be rectified together, say) is skipped with its reason.
+    `images[name]` is the image of the camera of that name, looked up when a pair needs
+    it. A pair that cannot be matched (views too oblique to be rectified together, say) is skipped with its reason.
     `tolerance` (m) is how close another pair's point must be to confirm one: by default
     three ground sampling distances of the matched images at the scene's mid height.
     Each pair's points are thinned to one per cube of half the smaller of `spacing` (the
@@ -96,7 +95,7 @@ def match_images(
     for first, second in pairs:
         try:
             rectified = rectify_pair(cameras[first], cameras[second], scale)
-            points = match_pair(rectified, images[first], images[second], height_range, settings)
+            points = match_pair(rectified, images[cameras[first].name], images[cameras[second].name], height_range, settings)
         except ValueError as error:
             skipped.append(f"{cameras[first].name}:{cameras[second].name}: {error}")
             continue
@@ -129,7 +128,7 @@ def auto_pairs(cameras: Sequence[FrameCamera], height_range: tuple[float, float]
 
 def labelled_points(
     cameras: Sequence[FrameCamera],
-    images: Sequence[np.ndarray | None],
+    images: Mapping[str, np.ndarray],
     footprints: Sequence[shapely.Polygon],
     height_range: tuple[float, float],
     pairs: Sequence[tuple[int, int]],
@@ -179,11 +178,9 @@ def run_match(
         raise InputError(f"--height-range {low} {high}: the highest height must exceed the lowest")
     given = _parse_pairs(pairs, cameras, cameras_path)
     chosen = given or auto_pairs(cameras, (low, high))
-    paths = {i: _image_path(cameras[i], images_dir, cameras_path) for i in sorted({i for pair in chosen for i in pair})}
-    for path in paths.values():
-        if not path.is_file():
-            raise InputError(f"{path}: image not found; check --images-dir or the image paths in {cameras_path}")
-    matched, classes = labelled_points(cameras, _ImagesOnDemand(cameras, paths), polygons, (low, high), chosen, scale, spacing)
+    paired = [cameras[i] for i in sorted({i for pair in chosen for i in pair})]
+    images = ImagesOnDemand(paired, cameras_path, images_dir)
+    matched, classes = labelled_points(cameras, images, polygons, (low, high), chosen, scale, spacing)
     if given and matched.skipped:
         raise InputError(f"--pairs: {matched.skipped[0]} (or drop that pair from --pairs)")
     if not matched.pairs:
@@ -198,36 +195,11 @@ def run_match(
                         time.perf_counter() - started, tuple(matched.skipped))
 
 
-class _ImagesOnDemand:
-    """Camera index -> image, read when a pair needs it and kept for the next few pairs:
-    a block of hundreds of large frames would not fit in memory at once."""
-
-    def __init__(self, cameras: Sequence[FrameCamera], paths: dict[int, Path]) -> None:
-        self._cameras, self._paths = cameras, paths
-        self._read = functools.lru_cache(maxsize=4)(self._load)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self._read(index)
-
-    def _load(self, index: int) -> np.ndarray:
-        image = read_image(self._paths[index])
-        check_image_size(self._cameras[index], image, self._paths[index])
-        return image
-
-
 def _common_crs(cameras: Sequence[FrameCamera], path: Path) -> pyproj.CRS:
     crs = {c.crs.to_wkt() if c.crs is not None else None for c in cameras}
     if None in crs or len(crs) != 1:
         raise InputError(f"{path}: the cameras must share one CRS to give a point cloud in it")
     return cameras[0].crs
-
-
-def _image_path(camera: FrameCamera, images_dir: str | Path | None, cameras_path: Path) -> Path:
-    if camera.image is None:
-        raise InputError(f"{cameras_path}: camera {camera.name!r} names no image; add its \"image\"")
-    if images_dir is None:
-        return Path(camera.image)
-    return Path(images_dir) / Path(camera.image).name
 
 
 def _parse_pairs(text: str, cameras: Sequence[FrameCamera], path: Path) -> list[tuple[int, int]] | None:

@@ -21,8 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
-import numpy as np
 import shapely
 
 import exporters
@@ -33,7 +31,7 @@ from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
 from twin.imagery.camera import FrameCamera
-from twin.imagery.images import check_image_size, read_image
+from twin.imagery.images import ImagesOnDemand
 from twin.imagery.readers import load_cameras
 from twin.inputs.communes import CommuneSet, read_communes
 from twin.inputs.footprints import FootprintSet, read_footprints
@@ -196,7 +194,7 @@ def build(
     texturing = None
     if imagery is not None:
         progress.stage("textures", len(buildings))
-        buildings, report = texture_buildings(buildings, imagery.cameras, imagery, config.textures)
+        buildings, report = texture_buildings(buildings, imagery.cameras, imagery.images, config.textures)
         progress.advance(len(buildings))
         texturing = {"cameras": imagery.path, **report.to_dict()}
     metadata = _metadata(footprint_set, sources, model_crs, config, notes, buildings, crs, vertical_crs)
@@ -270,15 +268,14 @@ def update(
     )
 
 
-class _Imagery(Mapping[str, np.ndarray]):
-    """The cameras of a camera file and their images, each image read when texturing asks
-    for it (texturing asks once per camera, so one image is in memory at a time)."""
+@dataclass(frozen=True)
+class _Imagery:
+    """The cameras of a camera file and their images, each read when texturing asks for it."""
 
-    def __init__(self, path: str, cameras: Sequence[FrameCamera], notes: Sequence[str] = ()) -> None:
-        self.path = path
-        self.cameras = tuple(cameras)
-        self.notes = list(notes)
-        self._by_name = {c.name: c for c in cameras}
+    path: str
+    cameras: tuple[FrameCamera, ...]
+    images: ImagesOnDemand
+    notes: list[str]
 
     @staticmethod
     def open(path: Path, model_crs, interior: Path | None = None) -> "_Imagery":
@@ -311,31 +308,8 @@ class _Imagery(Mapping[str, np.ndarray]):
                 )
             else:
                 notes.add(f"{path}: the cameras' CRS names no vertical datum; their heights are taken as {model_vertical.name}")
-            if camera.image is None:
-                raise InputError(f'{path}: camera {camera.name!r} names no image; give its "image" file')
-            if not Path(camera.image).is_file():
-                raise InputError(
-                    f"{path}: the image {camera.image} of camera {camera.name!r} does not exist; "
-                    "check the image paths or the images folder of the camera file"
-                )
-            if not cv2.haveImageReader(str(camera.image)):
-                raise InputError(
-                    f"{camera.image}: the image of camera {camera.name!r} is not in a format OpenCV reads "
-                    "(JPEG, TIFF, PNG...); convert it"
-                )
-        return _Imagery(str(path), cameras, sorted(notes))
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        camera = self._by_name[name]
-        image = read_image(camera.image)
-        check_image_size(camera, image, camera.image)
-        return image
-
-    def __iter__(self):
-        return iter(self._by_name)
-
-    def __len__(self) -> int:
-        return len(self._by_name)
+        # Texturing asks for each image once, camera after camera: one in memory at a time.
+        return _Imagery(str(path), tuple(cameras), ImagesOnDemand(cameras, path, keep=1), sorted(notes))
 
 
 def _run_units(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -82,3 +84,54 @@ def check_image_size(camera: FrameCamera, image: np.ndarray, path: str | os.Path
             f"{path}: the image is {width} x {height} pixels but camera {camera.name!r} is calibrated for "
             f"{expected[0]} x {expected[1]}; give the images the orientation was computed with (or scale the interior orientation)"
         )
+
+
+class ImagesOnDemand(Mapping[str, np.ndarray]):
+    """Camera name -> RGB image, read from its file when asked for and kept for the next
+    `keep` asks: a block of hundreds of large frames would not fit in memory at once.
+
+    Every camera's file is checked when this is made (it is named, exists and is in a
+    format OpenCV reads), so that a run stops before its long part rather than in it; an
+    image's size is checked against its camera when it is read. With `images_dir`, the
+    files are looked for there, by name, instead of where `source` (the camera file) says.
+    """
+
+    def __init__(
+        self,
+        cameras: Sequence[FrameCamera],
+        source: str | os.PathLike,
+        images_dir: str | os.PathLike | None = None,
+        keep: int = 4,
+    ) -> None:
+        self._cameras = {c.name: c for c in cameras}
+        self._paths = {c.name: _checked_image_path(c, source, images_dir) for c in cameras}
+        self._read = functools.lru_cache(maxsize=keep)(self._load)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._read(name)
+
+    def __iter__(self):
+        return iter(self._cameras)
+
+    def __len__(self) -> int:
+        return len(self._cameras)
+
+    def _load(self, name: str) -> np.ndarray:
+        camera, path = self._cameras[name], self._paths[name]
+        image = read_image(path)
+        check_image_size(camera, image, path)
+        return image
+
+
+def _checked_image_path(camera: FrameCamera, source: str | os.PathLike, images_dir: str | os.PathLike | None) -> Path:
+    if camera.image is None:
+        raise InputError(f'{source}: camera {camera.name!r} names no image; give its "image" file')
+    path = Path(camera.image) if images_dir is None else Path(images_dir) / Path(camera.image).name
+    if not path.is_file():
+        folder = f"the image paths in {source}" if images_dir is None else f"the images folder {images_dir}"
+        raise InputError(f"{path}: image not found for camera {camera.name!r}; check {folder}")
+    if not cv2.haveImageReader(str(path)):
+        raise InputError(
+            f"{path}: the image of camera {camera.name!r} is not in a format OpenCV reads (JPEG, TIFF, PNG...); convert it"
+        )
+    return path

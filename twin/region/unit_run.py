@@ -22,7 +22,6 @@ unit's other buildings are built.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import time
@@ -95,7 +94,6 @@ def run_unit_bytes(payload: bytes) -> bytes:
 
 def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> UnitResult:
     started = time.perf_counter()
-    _limit_malloc_arenas()
     _reset_peak_memory()
     unit, previous = task.unit, task.previous
     points = _UnitPoints(unit.files, task.config, task.parallel_decoding)
@@ -384,23 +382,6 @@ class _UnitPoints:
 def _union_bounds(files: Sequence[PointFile]) -> tuple[float, float, float, float]:
     bounds = np.array([f.bounds for f in files])
     return (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
-
-
-MALLOC_ARENAS = 1
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def _limit_malloc_arenas() -> None:
-    """Caps glibc's malloc arenas. The native libraries' threads (LAZ decoding, Embree,
-    OpenMP) each get an arena by default; over a unit's thousand buildings of varied
-    sizes the freed memory in those arenas fragments, and peak memory grew by about 1 MB
-    per building (benchmarks/regional_tile.py: 2.35 GB; 1.58 GB with one arena, at no
-    cost in time). A no-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass
 
 
 def _reset_peak_memory() -> None:
