@@ -3,7 +3,10 @@
 Each surface is projected onto its own plane and triangulated by GEOS's constrained
 Delaunay triangulation (through shapely), which respects holes; triangles reuse the
 surface's own vertices and turn the same way as the surface, so the mesh of a closed,
-outward-oriented solid is closed and outward-oriented too.
+outward-oriented solid is closed and outward-oriented too. Strictly convex rings without
+holes (most walls are rectangles, many roof faces quadrilaterals) are cut as a fan from
+their first vertex instead: a valid triangulation too, found for all of a solid's rings
+in a few array operations, where GEOS costs a projection and a call per surface.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import shapely
 from reconstruction.geometry import cross, cross_rows, surface_normal
 from twin.model import Solid, Surface
 
+MIN_TURN_SINE = 1e-6
+"""Vertices turning less than this (about 0.2 arc seconds) are taken as lying on a straight
+edge, where a fan would make a zero-area triangle."""
+
 
 def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (k, 3), triangles (t, 3) indexing them), oriented like the surface."""
     vertices = np.concatenate(surface.rings)
+    if len(surface.rings) == 1 and _strictly_convex_rings([vertices])[0]:
+        return vertices, _fans(np.array([0]), np.array([len(vertices)]))
     normal = surface_normal(surface)
-    if len(surface.rings) == 1 and len(vertices) == 3:
-        return vertices, np.array([[0, 1, 2]])
     u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
     u /= np.linalg.norm(u)
     v = cross(normal, u)
@@ -47,13 +54,51 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
 
 def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     """One mesh for a solid, with the vertices shared between its surfaces merged."""
-    all_vertices, all_triangles, offset = [], [], 0
-    for surface in solid.surfaces:
-        vertices, triangles = triangulate_surface(surface)
-        all_vertices.append(vertices)
-        all_triangles.append(triangles + offset)
-        offset += len(vertices)
-    vertices = np.concatenate(all_vertices)
+    surfaces = solid.surfaces
+    vertices = np.concatenate([ring for surface in surfaces for ring in surface.rings])
+    counts = np.array([sum(len(ring) for ring in surface.rings) for surface in surfaces])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    single = np.array([len(surface.rings) == 1 for surface in surfaces])
+    fanned = np.zeros(len(surfaces), dtype=bool)
+    fanned[single] = _strictly_convex_rings([surface.rings[0] for surface in surfaces if len(surface.rings) == 1])
+    all_triangles = [_fans(starts[fanned], counts[fanned])]
+    for index in np.flatnonzero(~fanned):
+        all_triangles.append(triangulate_surface(surfaces[index])[1] + starts[index])
     keys = np.rint(vertices * 1000).astype(np.int64)
-    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return vertices[first], inverse.reshape(-1)[np.concatenate(all_triangles)]
+
+
+def _strictly_convex_rings(rings: list[np.ndarray]) -> np.ndarray:
+    """Per ring, whether it turns the same way at every vertex by a visible angle, and once
+    around in all: then a fan from any vertex covers it without overlap or sliver. (Same-way
+    turns alone would admit a pentagram, which turns twice around.) Turns are measured about
+    each ring's own Newell normal, so a convex ring turns positively whichever way it runs."""
+    if not rings:
+        return np.zeros(0, dtype=bool)
+    vertices = np.concatenate(rings)
+    ends = np.cumsum([len(ring) for ring in rings])
+    starts = ends - [len(ring) for ring in rings]
+    ring = np.repeat(np.arange(len(starts)), ends - starts)
+    following = np.arange(len(vertices)) + 1
+    following[ends - 1] = starts
+    points = vertices - vertices[starts][ring]
+    normals = np.add.reduceat(cross_rows(points, points[following]), starts)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1), 1e-300)[:, None]
+    edges = vertices[following] - vertices
+    next_edges = edges[following]
+    turns = np.einsum("ij,ij->i", cross_rows(edges, next_edges), normals[ring])
+    lengths = np.linalg.norm(edges, axis=1)
+    sines = turns / np.maximum(lengths * lengths[following], 1e-300)
+    angles = np.arctan2(turns, np.einsum("ij,ij->i", edges, next_edges))
+    return (np.minimum.reduceat(sines, starts) > MIN_TURN_SINE) & (
+        np.abs(np.add.reduceat(angles, starts) - 2 * np.pi) < 1e-6
+    )
+
+
+def _fans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Fan triangles of rings of `counts` vertices from `starts`, (sum(counts - 2), 3)."""
+    fans = counts - 2
+    apex = np.repeat(starts, fans)
+    step = np.arange(fans.sum()) - np.repeat(np.cumsum(fans) - fans, fans) + 1
+    return np.column_stack([apex, apex + step, apex + step + 1]).astype(np.int64)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from shapely import affinity
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces, extrude_flat
-from reconstruction.geometry import solid_volume, surface_area
+from reconstruction.geometry import cross_rows, solid_volume, surface_area, surface_normal
+from reconstruction.triangulate import triangulate_solid, triangulate_surface
 from reconstruction.validate import validate_parts, validate_solid
 from tests.helpers import assert_closed_outward
 from twin.model import Solid, Surface, SurfaceKind
@@ -127,6 +128,47 @@ def test_any_partition_gives_a_closed_outward_solid_of_the_footprint_area(faces)
     ground = [s for s in solid.surfaces if s.kind == SurfaceKind.GROUND]
     footprint_area = shapely.union_all([f.polygon for f in faces]).area
     assert sum(surface_area(s) for s in ground) == pytest.approx(footprint_area, rel=0.005)
+
+
+def _tilted_surface(rings: list[list[tuple[float, float]]], reverse: bool) -> Surface:
+    """Plan rings set on a tilted plane at Lambert-93 magnitudes, turned either way."""
+    placed = []
+    for ring in rings:
+        xy = np.array(ring, dtype=float)[:: -1 if reverse else 1]
+        placed.append(np.column_stack([xy + FAR, 40.0 + 0.3 * xy[:, 0] - 0.2 * xy[:, 1]]))
+    return Surface(tuple(placed), SurfaceKind.ROOF)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "rings",
+    [
+        [[(0, 0), (4, 0), (4, 3), (0, 3)]],  # convex: fanned
+        [[(0, 0), (5, 0), (6, 2), (3, 5), (-1, 2)]],  # convex: fanned
+        [[(0, 0), (2, 0), (4, 0), (4, 3), (0, 3)]],  # a vertex on an edge: a fan would make a sliver
+        [[(0, 0), (4, 0), (4, 1), (1, 1), (1, 4), (0, 4)]],  # concave L
+        [[(0, 0), (6, 0), (6, 6), (0, 6)], [(2, 2), (2, 4), (4, 4), (4, 2)]],  # with a hole
+    ],
+)
+def test_triangles_cover_each_surface_once_turning_its_way(rings, reverse):
+    surface = _tilted_surface(rings, reverse)
+    vertices, triangles = triangulate_surface(surface)
+    a, b, c = (vertices[triangles[:, k]] - vertices[0] for k in range(3))
+    areas = 0.5 * cross_rows(b - a, c - a) @ surface_normal(surface)
+    assert np.all(areas > 1e-3), areas
+    assert areas.sum() == pytest.approx(surface_area(surface), rel=1e-9)
+
+
+def test_mesh_of_a_solid_mixing_fanned_and_delaunay_surfaces_is_closed():
+    courtyard = shapely.Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (3, 6), (6, 6), (6, 3)]])
+    l_shape = shapely.Polygon([(0, 0), (8, 0), (8, 3), (3, 3), (3, 8), (0, 8)])
+    for footprint in (courtyard, l_shape):
+        solid = extrude_flat(at_lambert93(footprint), 30.0, 38.0)
+        assert_closed_outward(solid)
+        vertices, triangles = triangulate_solid(solid)
+        a, b, c = (vertices[triangles[:, k]] - vertices[0] for k in range(3))
+        volume = np.einsum("ij,ij->i", a, cross_rows(b, c)).sum() / 6
+        assert volume == pytest.approx(footprint.area * 8.0, rel=1e-9)
 
 
 def _box_solid() -> Solid:
