@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from reconstruction.geometry import cross, cross_rows, surface_normal
+from reconstruction.geometry import RingLayout, cross, cross_rows, surface_normal
 from twin.model import Solid, Surface
 
 MIN_TURN_SINE = 1e-6
@@ -77,11 +77,9 @@ def _strictly_convex_rings(rings: list[np.ndarray]) -> np.ndarray:
     if not rings:
         return np.zeros(0, dtype=bool)
     vertices = np.concatenate(rings)
-    ends = np.cumsum([len(ring) for ring in rings])
-    starts = ends - [len(ring) for ring in rings]
-    ring = np.repeat(np.arange(len(starts)), ends - starts)
-    following = np.arange(len(vertices)) + 1
-    following[ends - 1] = starts
+    layout = RingLayout.of(rings)
+    starts, following = layout.starts, layout.successors
+    ring = np.repeat(np.arange(len(rings)), [len(r) for r in rings])
     points = vertices - vertices[starts][ring]
     normals = np.add.reduceat(cross_rows(points, points[following]), starts)
     normals /= np.maximum(np.linalg.norm(normals, axis=1), 1e-300)[:, None]
