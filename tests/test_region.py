@@ -127,6 +127,15 @@ def _die_on_first_unit(marker: str) -> None:
     unit_run.run_unit_bytes = run_unit_bytes
 
 
+def test_workers_beyond_the_units_reconstruct_their_buildings_with_byte_identical_outputs(reference, tiles, tmp_path, sample_dir):
+    out, work = tmp_path / "one-unit", tmp_path / "work"
+    twin.build(points=tiles, footprints=sample_dir / "footprints.gpkg", out_dir=out, formats=("cityjson", "cityjsonseq"),
+               execution=Execution(workers=2, unit_size_m=5000.0, work_dir=work))
+    (unit,) = json.loads((work / "report.json").read_text())["per_unit"]
+    assert unit["building_workers"] == 2 and unit["buildings"] == 34
+    assert outputs(out) == outputs(reference)
+
+
 def test_a_lost_dask_worker_is_replaced_and_its_unit_run_again(reference, tiles, tmp_path, sample_dir):
     from distributed import Client, LocalCluster
 

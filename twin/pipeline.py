@@ -345,11 +345,17 @@ def _run_units(
             reports[unit.id] = {"unit": unit.id, "status": "skipped", "buildings": len(unit.footprints)}
             progress.advance(len(unit.footprints))
             progress.unit_done(reports[unit.id])
-    in_process = execution.scheduler is None and execution.workers == 1
+    local = execution.scheduler is None
+    # Workers beyond the number of units reconstruct the units' buildings side by side; a
+    # single unit then runs in this process, as with one worker, its buildings spread out.
+    building_workers = max(1, execution.workers // max(1, len(todo))) if local else 1
+    engine = replace(execution, workers=1) if local and len(todo) <= 1 else execution
+    in_process = local and engine.workers == 1
 
     def tasks():
         for unit in todo:
-            yield unit.id, UnitTask(unit, config, _previous_result(work, unit, update), parallel_decoding=in_process)
+            previous = _previous_result(work, unit, update)
+            yield unit.id, UnitTask(unit, config, previous, parallel_decoding=in_process, building_workers=building_workers)
 
     def done(unit_id: str, payload: bytes | None, error: str | None) -> None:
         unit = by_id[unit_id]
@@ -372,7 +378,7 @@ def _run_units(
             progress.advance(len(unit.footprints))
         progress.unit_done(reports[unit_id])
 
-    run_units(tasks(), execution, done, on_building=progress.advance if in_process else None)
+    run_units(tasks(), engine, done, on_building=progress.advance if in_process else None)
     work.write_report(_run_report(units, reports, execution, time.perf_counter() - started))
     return outcome
 

@@ -18,15 +18,22 @@ reconstruction.
 
 A file that cannot be decoded fails the buildings that need it, with its reason; the
 unit's other buildings are built.
+
+With `building_workers` above 1 (a run with fewer units than workers), the unit's
+buildings are reconstructed side by side in that many spawned processes while this one
+crops the next buildings' points; each building's result is the same wherever it is made.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import multiprocessing
 import os
 import resource
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -36,7 +43,7 @@ from reconstruction.change import RoofChange, RoofSignature, compare_roofs, roof
 from reconstruction.ground import MAX_TERRAIN_DISTANCE_M
 from reconstruction.crop import build_grid_index, indices_in_polygon
 from twin.config import BuildConfig, ChangeConfig
-from twin.errors import InputError
+from twin.errors import InputError, TwinError
 from twin.inputs.points import FilePoints, KeepMask, TerrainSums, joined, read_file
 from twin.model import Building, Footprint, Status, TerrainGrid
 from twin.region.units import PointFile, Reach, Unit
@@ -63,6 +70,8 @@ class UnitTask:
     previous: PreviousResult | None = None
     parallel_decoding: bool = True
     """Decode LAZ on every core: for a unit running alone, not for one worker of many."""
+    building_workers: int = 1
+    """Processes reconstructing the unit's buildings side by side; 1 reconstructs them here."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,11 +106,12 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
     _reset_peak_memory()
     unit, previous = task.unit, task.previous
     points = _UnitPoints(unit.files, task.config, task.parallel_decoding)
+    building_run = _BuildingRun(task.config, task.building_workers, on_building)
     if previous is None:
-        buildings, signatures = _build(unit.footprints, points, task.config, on_building)
+        buildings, signatures = _build(unit.footprints, points, building_run)
         rebuilt = len(buildings)
     else:
-        buildings, signatures, rebuilt = _update(unit.footprints, points, task.config, previous, on_building)
+        buildings, signatures, rebuilt = _update(unit.footprints, points, building_run, previous)
     ordered = tuple(sorted(buildings.values(), key=lambda b: b.id))
     counts: dict[str, int] = {}
     for building in ordered:
@@ -116,6 +126,7 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
         "points_decoded": points.decoded,
         "points_kept": points.kept,
         "buildings": len(ordered),
+        "building_workers": task.building_workers,
         "rebuilt": rebuilt,
         "counts": counts,
         "failures": [[b.id, b.reason] for b in ordered if b.status == Status.FAILED],
@@ -130,12 +141,12 @@ def run_unit(task: UnitTask, on_building: Callable[[], None] | None = None) -> U
 def _build(
     footprints: Sequence[Footprint],
     points: "_UnitPoints",
-    config: BuildConfig,
-    on_building: Callable[[], None] | None,
+    run: "_BuildingRun",
     select: Callable[[Footprint, RoofSignature], bool] | None = None,
 ) -> tuple[dict[str, Building], dict[str, RoofSignature]]:
     """Reads what `footprints` need and reconstructs them; with `select`, only those it
     keeps after seeing their roof signature (the others are left out of the result)."""
+    config = run.config
     reach = Reach.of(config.ground)
     envelopes = np.array([f.polygon.bounds for f in footprints]).reshape(-1, 4)
     points.read_for(_grown(envelopes, reach.ring), keep=_grown(envelopes, reach.nearby))
@@ -159,25 +170,25 @@ def _build(
         windows = np.array([[c.x, c.y, c.x, c.y] for c in centroids.values()])
         points.read_terrain(_grown(windows, reach.terrain))
 
-    buildings = {}
-    for k in chosen:
-        footprint = footprints[k]
-        needed = [_grown(envelopes[k : k + 1], reach.ring)[0]]
-        if k in nearby_points:
-            needed.append(_grown(envelopes[k : k + 1], reach.nearby)[0])
-        if k in centroids:
-            needed.append(_grown(np.array([[centroids[k].x, centroids[k].y] * 2]), reach.terrain)[0])
-        missing = points.failure_within(needed)
-        if missing is not None:
-            buildings[footprint.id] = _failed(footprint, f"points unavailable: {missing}")
-        else:
+    def jobs() -> Iterator[Building | BuildingInputs]:
+        for k in chosen:
+            footprint = footprints[k]
+            needed = [_grown(envelopes[k : k + 1], reach.ring)[0]]
+            if k in nearby_points:
+                needed.append(_grown(envelopes[k : k + 1], reach.nearby)[0])
+            if k in centroids:
+                needed.append(_grown(np.array([[centroids[k].x, centroids[k].y] * 2]), reach.terrain)[0])
+            missing = points.failure_within(needed)
+            if missing is not None:
+                yield _failed(footprint, f"points unavailable: {missing}")
+                continue
             roof = roof_points[k][_canonical(roofs.xyz, roof_points[k])]
             ring = ring_points[k][_canonical(grounds.xyz, ring_points[k])]
             nearby = nearby_points.get(k)
             nearby = ring if nearby is None else nearby[_canonical(grounds.xyz, nearby)]
             inner = grounds.inside(footprint.polygon)
             inner = inner[_canonical(grounds.xyz, inner)]
-            inputs = BuildingInputs(
+            yield BuildingInputs(
                 footprint=footprint,
                 roof_points=roofs.xyz[roof],
                 inner_ground=grounds.xyz[inner],
@@ -187,18 +198,16 @@ def _build(
                 roof_gps_time=roofs.time_of(roof),
                 in_coverage=points.covers(footprint.polygon),
             )
-            buildings[footprint.id] = reconstruct_building(inputs, config)
-        if on_building is not None:
-            on_building()
+
+    buildings = {building.id: building for building in run.reconstructed(jobs())}
     return buildings, {footprints[k].id: signatures[footprints[k].id] for k in chosen}
 
 
 def _update(
     footprints: Sequence[Footprint],
     points: "_UnitPoints",
-    config: BuildConfig,
+    run: "_BuildingRun",
     previous: PreviousResult,
-    on_building: Callable[[], None] | None,
 ) -> tuple[dict[str, Building], dict[str, RoofSignature], int]:
     """Keeps each building of the last run unless newer points say its roof changed;
     changed ones are rebuilt from the new points and record the change. Buildings whose
@@ -225,7 +234,8 @@ def _update(
         changes[footprint.id] = change
         return change.changed
 
-    rebuilt, new_signatures = _build(touched, points, config, None, select=changed)
+    on_building, run = run.on_building, replace(run, on_building=None)
+    rebuilt, new_signatures = _build(touched, points, run, select=changed)
     for building_id, building in rebuilt.items():
         if building_id in changes:
             building = _with_change(building, previous.buildings[building_id], changes[building_id])
@@ -235,6 +245,68 @@ def _update(
         for _ in footprints:
             on_building()
     return buildings, signatures, len(rebuilt)
+
+
+@dataclass(frozen=True)
+class _BuildingRun:
+    """How a unit reconstructs its buildings: here, or in `workers` spawned processes."""
+
+    config: BuildConfig
+    workers: int = 1
+    on_building: Callable[[], None] | None = None
+    """Called once per building, as each is done."""
+
+    def reconstructed(self, jobs: Iterable[Building | BuildingInputs]) -> Iterator[Building]:
+        """Each job's building: inputs are reconstructed, buildings (failed ones) passed on."""
+        for building in self._reconstructed(jobs):
+            yield building
+            if self.on_building is not None:
+                self.on_building()
+
+    def _reconstructed(self, jobs: Iterable[Building | BuildingInputs]) -> Iterator[Building]:
+        if self.workers <= 1:
+            for job in jobs:
+                yield job if isinstance(job, Building) else reconstruct_building(job, self.config)
+            return
+        # Spawned, as the engines' workers are: this process holds the unit's points and
+        # native libraries' threads, which forked children must not inherit.
+        context = multiprocessing.get_context("spawn")
+        window = BUILDINGS_IN_FLIGHT_PER_WORKER * self.workers
+        in_flight: collections.deque[Building | concurrent.futures.Future] = collections.deque()
+        with concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_receive_config, initargs=(dumps(self.config),)
+        ) as pool:
+            try:
+                for job in jobs:
+                    in_flight.append(job if isinstance(job, Building) else pool.submit(_reconstruct_bytes, dumps(job)))
+                    while len(in_flight) >= window or (in_flight and isinstance(in_flight[0], Building)):
+                        yield _outcome(in_flight.popleft())
+                while in_flight:
+                    yield _outcome(in_flight.popleft())
+            except concurrent.futures.process.BrokenProcessPool:
+                raise TwinError(
+                    "a process reconstructing this unit's buildings died (out of memory?); "
+                    "run again with fewer --workers, or resume the run"
+                ) from None
+
+
+BUILDINGS_IN_FLIGHT_PER_WORKER = 4
+"""Enough queued buildings to keep each worker busy, few enough that their points stay small."""
+
+_worker_config: BuildConfig | None = None
+
+
+def _receive_config(config: bytes) -> None:
+    global _worker_config
+    _worker_config = loads(config)
+
+
+def _reconstruct_bytes(inputs: bytes) -> bytes:
+    return dumps(reconstruct_building(loads(inputs), _worker_config))
+
+
+def _outcome(job: Building | concurrent.futures.Future) -> Building:
+    return job if isinstance(job, Building) else loads(job.result())
 
 
 def _with_change(building: Building, before: Building, change: RoofChange) -> Building:
