@@ -16,6 +16,7 @@ from reconstruction.geometry import surface_area
 from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.heightfield import rasterize
 from reconstruction.orientation import dominant_angle
+from reconstruction.planes import detect_planes, local_normals
 from reconstruction.validate import validate_solid
 from tests.helpers import assert_closed_outward
 from twin.config import Lod2Config
@@ -174,6 +175,44 @@ def test_generated_roofs_give_closed_outward_solids_preserving_the_footprint(bui
     assert_closed_outward(result.solid)
     ground = sum(surface_area(s) for s in result.solid.surfaces if s.kind == SurfaceKind.GROUND)
     assert ground == pytest.approx(building.footprint.area, rel=0.005)
+
+
+@settings(max_examples=25, deadline=None)
+@given(generated_roofs(), st.integers(0, 2**16))
+def test_local_normals_are_lapacks_eigenvectors_at_projected_coordinates(building, seed):
+    """The closed-form normals and surface variation agree with LAPACK's `eigh` of the same
+    neighbourhoods; on a line of points (any normal across it fits) they are still unit
+    vectors pointing up."""
+    roof = synthetic_points(building, 15.0, np.random.default_rng(seed))
+    line = np.column_stack([np.linspace(0, 5, 12), np.full(12, -60.0), np.full(12, 3.0)])
+    points = np.vstack([roof, line]) + [652_000.0, 6_862_000.0, 0.0]
+    normals, variation, neighbours = local_normals(points, 10)
+
+    local = points[neighbours] - points[neighbours].mean(axis=1, keepdims=True)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.einsum("nki,nkj->nij", local, local) / 10)
+    expected = eigenvectors[:, :, 0]
+    mismatch = np.minimum(np.abs(normals - expected).max(axis=1), np.abs(normals + expected).max(axis=1))
+    well_defined = eigenvalues[:, 1] - eigenvalues[:, 0] > 1e-3 * eigenvalues[:, 2]
+    assert mismatch[well_defined].max() < 1e-9
+    assert not well_defined[-len(line):].any()
+    assert np.linalg.norm(normals, axis=1) == pytest.approx(1.0, abs=1e-12)
+    assert (normals[:, 2] >= 0).all()
+    expected_variation = np.maximum(eigenvalues[:, 0], 0.0) / np.maximum(eigenvalues.sum(axis=1), 1e-12)
+    assert np.abs(variation - expected_variation).max() < 1e-12
+
+
+def test_planes_of_noise_free_roofs_are_exact_at_projected_coordinates():
+    x, y = np.meshgrid(np.arange(0, 12, 0.3), np.arange(0, 8, 0.3))
+    z = 8 - 0.6 * np.abs(y - 4)
+    points = np.column_stack([x.ravel(), y.ravel(), z.ravel()]) + [652_000.0, 6_862_000.0, 40.0]
+    detection = detect_planes(points, Lod2Config())
+    assert len(detection.planes) == 2
+    assert (detection.labels >= 0).all()
+    for roof in detection.planes:
+        assert roof.plane.slope_x == pytest.approx(0.0, abs=1e-9)
+        assert abs(roof.plane.slope_y) == pytest.approx(0.6, abs=1e-9)
+        members = points[detection.labels == detection.planes.index(roof)]
+        assert np.abs(roof.plane.height_at(members[:, 0], members[:, 1]) - members[:, 2]).max() < 1e-6
 
 
 def test_too_few_points_and_glass_roofs_fall_back_with_a_reason(sample_build):
