@@ -10,16 +10,22 @@ overlapping. Not checked: 306 shell self-intersection in general position, which
 
 Vertices are compared on val3dity's default 1 mm snapping grid; planarity uses its
 default tolerances (1 cm to the plane, 20 degrees between triangle normals).
+
+A solid's rings are checked all at once, on one array of their vertices: a solid has a
+few dozen rings of a few vertices, on which per-ring numpy and shapely calls would cost
+far more than their arithmetic. That arithmetic still gives each surface's values to the
+last bit (sums added in the same order, the same BLAS products, batched), because the
+codes of a degenerate polygon, whose normal is rounding noise, depend on every bit.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
 
-from reconstruction.geometry import cross, cross_rows, solid_origin, solid_volume, surface_vector_area
+from reconstruction.geometry import cross_rows, solid_origin
 from reconstruction.triangulate import triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -28,21 +34,23 @@ PLANARITY_DISTANCE_M = 0.01
 PLANARITY_NORMALS_DEG = 20.0
 SLIVER_WIDTH_M = 0.01
 OVERLAP_TOLERANCE_M2 = 0.01
+_X_AXIS, _Y_AXIS = np.eye(3)[:2]
 
 
 def validate_solid(solid: Solid) -> list[int]:
     """The sorted val3dity error codes of a solid; an empty list means valid."""
-    errors: set[int] = set()
     origin = solid_origin(solid)
-    keyed_surfaces = []
-    for surface in solid.surfaces:
-        surface_errors, keyed_rings = _validate_surface(surface, origin)
-        errors |= surface_errors
-        keyed_surfaces.append(keyed_rings)
+    rings = _Rings.of(solid.surfaces)
+    vertex_ids = _snapped_ids(rings.vertices - origin)[0]
+    errors, well_formed = _point_errors(rings, vertex_ids)
+    if not well_formed.all():
+        kept = [surface for surface, keep in zip(solid.surfaces, well_formed) if keep]
+        return sorted(errors | (_polygon_errors(_Rings.of(kept), origin)[0] if kept else set()))
+    errors, surface_areas = _polygon_errors(rings, origin)
     if errors:
         return sorted(errors)
-    errors |= _validate_shell(keyed_surfaces)
-    if not errors and solid_volume(solid) <= 0:
+    errors = _shell_errors(rings, vertex_ids)
+    if not errors and _volume(rings, origin, surface_areas) <= 0:
         errors.add(307)
     return sorted(errors)
 
@@ -63,6 +71,17 @@ def validate_parts(parts: list[Solid]) -> list[int]:
     return sorted(errors)
 
 
+def overused_edges(solid: Solid) -> list[np.ndarray]:
+    """Edges shared by more than two surfaces (the 303 cases), as (2, 3) coordinate arrays,
+    in the order the surfaces first reach them."""
+    rings = _Rings.of(solid.surfaces)
+    vertex_ids, grid_points = _snapped_ids(rings.vertices)
+    lows, highs = _undirected_edges(vertex_ids, rings.following)
+    _, first_use, uses = np.unique(lows * len(grid_points) + highs, return_index=True, return_counts=True)
+    # Ids number the grid points in lexicographic order, so each edge's ends come sorted.
+    return [grid_points[[lows[k], highs[k]]] * SNAP_TOLERANCE_M for k in np.sort(first_use[uses > 2])]
+
+
 def _ground_plan(solid: Solid) -> shapely.Geometry:
     return shapely.union_all(
         [
@@ -73,57 +92,187 @@ def _ground_plan(solid: Solid) -> shapely.Geometry:
     )
 
 
-def _key(points: np.ndarray) -> list[tuple[int, int, int]]:
-    return [tuple(k) for k in np.rint(points / SNAP_TOLERANCE_M).astype(np.int64).tolist()]
+@dataclass(frozen=True)
+class _Rings:
+    """The rings of some surfaces, their vertices concatenated surface after surface."""
+
+    surfaces: list[Surface]
+    vertices: np.ndarray
+    vertex_ring: np.ndarray
+    vertex_index_in_ring: np.ndarray
+    following: np.ndarray
+    """The index of the next vertex along the same ring."""
+    ring_starts: np.ndarray
+    ring_surface: np.ndarray
+    ring_index_in_surface: np.ndarray
+    surface_first_ring: np.ndarray
+
+    @classmethod
+    def of(cls, surfaces: list[Surface] | tuple[Surface, ...]) -> _Rings:
+        rings = [ring for surface in surfaces for ring in surface.rings]
+        ring_counts = np.array([len(surface.rings) for surface in surfaces], dtype=np.int64)
+        lengths = np.array([len(ring) for ring in rings], dtype=np.int64)
+        ring_ends = np.cumsum(lengths)
+        ring_starts = ring_ends - lengths
+        vertex_ring = np.repeat(np.arange(len(rings)), lengths)
+        following = np.arange(1, len(vertex_ring) + 1)
+        non_empty = lengths > 0
+        following[ring_ends[non_empty] - 1] = ring_starts[non_empty]
+        ring_surface = np.repeat(np.arange(len(surfaces)), ring_counts)
+        surface_first_ring = np.cumsum(ring_counts) - ring_counts
+        return cls(
+            surfaces=list(surfaces),
+            vertices=np.concatenate(rings) if rings else np.zeros((0, 3)),
+            vertex_ring=vertex_ring,
+            vertex_index_in_ring=np.arange(len(vertex_ring)) - ring_starts[vertex_ring],
+            following=following,
+            ring_starts=ring_starts,
+            ring_surface=ring_surface,
+            ring_index_in_surface=np.arange(len(rings)) - surface_first_ring[ring_surface],
+            surface_first_ring=surface_first_ring,
+        )
+
+    def vertex_surface(self) -> np.ndarray:
+        return self.ring_surface[self.vertex_ring]
+
+    def per_surface(self, flagged_rings: np.ndarray) -> np.ndarray:
+        """Whether each surface has a flagged ring (`flagged_rings`: a mask or indices)."""
+        return np.bincount(self.ring_surface[flagged_rings], minlength=len(self.surfaces)) > 0
 
 
-def _validate_surface(surface: Surface, origin: np.ndarray) -> tuple[set[int], list[list[tuple]]]:
-    errors: set[int] = set()
-    keyed_rings = []
-    for ring in surface.rings:
-        keys = _key(ring - origin)
-        if any(a == b for a, b in zip(keys, keys[1:] + keys[:1])):
-            errors.add(102)
-        if len(set(keys)) < 3:
-            errors.add(101)
-        keyed_rings.append(keys)
-    if errors:
-        return errors, keyed_rings
+def _snapped_ids(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(an id per point, equal for points on the same 1 mm grid point; those grid
+    points (integer millimetres) in lexicographic order, indexed by id)."""
+    keys = np.rint(points / SNAP_TOLERANCE_M).astype(np.int64)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    starts_group = np.ones(len(keys), dtype=bool)
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts_group[1:])
+    ids = np.empty(len(keys), dtype=np.int64)
+    ids[order] = np.cumsum(starts_group) - 1
+    return ids, ordered[starts_group]
 
-    area = surface_vector_area(surface, origin)
-    norm = np.linalg.norm(area)
-    if norm == 0:
-        return {104}, keyed_rings
-    normal = area / norm
-    points = np.concatenate(surface.rings) - origin
-    centre = points.mean(axis=0)
-    distance = np.abs((points - centre) @ normal).max()
-    if distance > PLANARITY_DISTANCE_M:
-        errors.add(203)
-    elif distance > SNAP_TOLERANCE_M and _normals_deviate(surface, normal):
-        # Within 1 mm of its plane, no triangle wider than a sliver can tilt by 20 degrees.
-        errors.add(204)
 
-    u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
-    u /= np.linalg.norm(u)
-    v = cross(normal, u)
-    rings_2d = [np.column_stack([(r - origin) @ u, (r - origin) @ v]) for r in surface.rings]
-    for ring in rings_2d:
-        if not shapely.LinearRing(ring).is_simple:
-            errors.add(104)
-    if errors or len(rings_2d) == 1:
-        return errors, keyed_rings
-    exterior = shapely.Polygon(rings_2d[0])
-    exterior_sign = np.sign(_signed_area(rings_2d[0]))
-    for hole in rings_2d[1:]:
-        if np.sign(_signed_area(hole)) == exterior_sign:
-            errors.add(208)
-        hole_shape = shapely.Polygon(hole)
-        if not exterior.contains(hole_shape):
-            errors.add(206 if not exterior.intersects(hole_shape) else 201)
-    if not errors and not shapely.Polygon(rings_2d[0], rings_2d[1:]).is_valid:
-        errors.add(201)
-    return errors, keyed_rings
+def _undirected_edges(vertex_ids: np.ndarray, following: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    heads, tails = vertex_ids, vertex_ids[following]
+    return np.minimum(heads, tails), np.maximum(heads, tails)
+
+
+def _grouped(values: np.ndarray, group: np.ndarray, index_in_group: np.ndarray, group_count: int) -> np.ndarray:
+    """The rows of `values` laid out one group per row of the result, padded with zeros."""
+    padded = np.zeros((group_count, index_in_group.max() + 1) + values.shape[1:])
+    padded[group, index_in_group] = values
+    return padded
+
+
+def _point_errors(rings: _Rings, vertex_ids: np.ndarray) -> tuple[set[int], np.ndarray]:
+    """The codes 101 and 102, and which surfaces have neither (only those go on to the
+    polygon checks)."""
+    repeated = rings.per_surface(rings.vertex_ring[vertex_ids == vertex_ids[rings.following]])
+    pair_codes = np.unique(rings.vertex_ring * (len(vertex_ids) + 1) + vertex_ids)
+    distinct = np.bincount(pair_codes // (len(vertex_ids) + 1), minlength=len(rings.ring_starts))
+    too_few = rings.per_surface(distinct < 3)
+    errors = {code for code, flags in ((101, too_few), (102, repeated)) if flags.any()}
+    return errors, ~(too_few | repeated)
+
+
+def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.ndarray]:
+    """The codes 104, 201, 203, 204, 206 and 208 of surfaces whose rings all have three
+    distinct points, and the surfaces' vector areas (holes run the other way, so they
+    subtract).
+
+    Sums are taken along axis 1 of zero-padded layouts, which adds each group's rows
+    first to last as numpy.sum does a ring's; products go through batched matmul, which
+    makes the BLAS calls (dot, gemv) that per-surface products would.
+    """
+    surface_count = len(rings.surfaces)
+    points = rings.vertices - origin
+    newell_terms = cross_rows(points, points[rings.following])
+    ring_count = len(rings.ring_starts)
+    ring_areas = 0.5 * _grouped(newell_terms, rings.vertex_ring, rings.vertex_index_in_ring, ring_count).sum(axis=1)
+    if ring_count == surface_count:
+        surface_areas = ring_areas
+    else:
+        surface_areas = _grouped(ring_areas, rings.ring_surface, rings.ring_index_in_surface, surface_count).sum(axis=1)
+    norms = np.sqrt(_row_dots(surface_areas, surface_areas))
+    degenerate = norms == 0
+    if degenerate.any():
+        rest = [surface for surface, flat in zip(rings.surfaces, degenerate) if not flat]
+        return {104} | (_polygon_errors(_Rings.of(rest), origin)[0] if rest else set()), surface_areas
+    normals = surface_areas / norms[:, None]
+
+    vertex_surface = rings.vertex_surface()
+    vertex_index_in_surface = np.arange(len(points)) - rings.ring_starts[rings.surface_first_ring][vertex_surface]
+    by_surface = _grouped(points, vertex_surface, vertex_index_in_surface, surface_count)
+    centres = by_surface.sum(axis=1) / np.bincount(vertex_surface)[:, None]
+    from_centres = _grouped(points - centres[vertex_surface], vertex_surface, vertex_index_in_surface, surface_count)
+    distances = np.abs(from_centres @ normals[:, :, None]).max(axis=(1, 2))
+    off_plane = distances > PLANARITY_DISTANCE_M
+    # Within 1 mm of its plane, no triangle wider than a sliver can tilt by 20 degrees.
+    warped = np.zeros(surface_count, dtype=bool)
+    for k in np.flatnonzero(~off_plane & (distances > SNAP_TOLERANCE_M)):
+        warped[k] = _normals_deviate(rings.surfaces[k], normals[k])
+
+    flat_points = _in_plane(by_surface, normals)[vertex_surface, vertex_index_in_surface]
+    rings_2d = shapely.linearrings(flat_points, indices=rings.vertex_ring)
+    self_intersecting = rings.per_surface(~shapely.is_simple(rings_2d))
+    errors = {code for code, flags in ((104, self_intersecting), (203, off_plane), (204, warped)) if flags.any()}
+    with_holes = np.bincount(rings.ring_surface, minlength=surface_count) > 1
+    checked = with_holes & ~(self_intersecting | off_plane | warped)
+    if checked.any():
+        errors |= _hole_errors(rings, flat_points, rings_2d, checked)
+    return errors, surface_areas
+
+
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The dot products of the rows of two (n, 3) arrays, each as np.dot computes it."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
+
+
+def _in_plane(by_surface: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Coordinates in a right-handed 2D frame of each surface's plane, for vertices laid
+    out one surface per row."""
+    axes = np.where((np.abs(normals[:, 0]) < 0.9)[:, None], _X_AXIS, _Y_AXIS)
+    u = cross_rows(normals, axes)
+    u /= np.sqrt(_row_dots(u, u))[:, None]
+    v = cross_rows(normals, u)
+    return np.concatenate([by_surface @ u[:, :, None], by_surface @ v[:, :, None]], axis=2)
+
+
+def _hole_errors(rings: _Rings, flat_points: np.ndarray, rings_2d: np.ndarray, checked: np.ndarray) -> set[int]:
+    """The codes 201, 206 and 208 of the holes of the `checked` surfaces."""
+    checked_rings = np.flatnonzero(checked[rings.ring_surface])
+    orientations = _orientations(rings, flat_points, checked_rings)
+    holes = checked_rings[rings.ring_index_in_surface[checked_rings] > 0]
+    exteriors = rings.surface_first_ring[rings.ring_surface[holes]]
+    alike = orientations[holes] == orientations[exteriors]
+    exterior_shapes, hole_shapes = np.split(shapely.polygons(rings_2d[np.concatenate([exteriors, holes])]), 2)
+    outside = ~shapely.contains(exterior_shapes, hole_shapes)
+    crossing = outside & shapely.intersects(exterior_shapes, hole_shapes)
+    errors = {code for code, flags in ((208, alike), (206, outside & ~crossing), (201, crossing)) if flags.any()}
+    flagged = rings.per_surface(holes[alike | outside])
+    whole = checked_rings[~flagged[rings.ring_surface[checked_rings]]]
+    if len(whole):
+        polygon_of_ring = np.unique(rings.ring_surface[whole], return_inverse=True)[1]
+        if not shapely.is_valid(shapely.polygons(rings_2d[whole], indices=polygon_of_ring)).all():
+            errors.add(201)
+    return errors
+
+
+def _orientations(rings: _Rings, flat_points: np.ndarray, ring_indices: np.ndarray) -> np.ndarray:
+    """The signs of the given rings' areas in their surfaces' frames (0 for other rings).
+
+    Each area is two dot products of strided columns, as for one ring on its own (a
+    contiguous dot of 16 values or more would add them in another order).
+    """
+    following_points = flat_points[rings.following]
+    ring_ends = np.append(rings.ring_starts[1:], len(flat_points))
+    orientations = np.zeros(len(rings.ring_starts))
+    for k in ring_indices:
+        ring = slice(rings.ring_starts[k], ring_ends[k])
+        x, y = flat_points[ring, 0], flat_points[ring, 1]
+        orientations[k] = np.sign(np.dot(x, following_points[ring, 1]) - np.dot(following_points[ring, 0], y))
+    return orientations
 
 
 def _normals_deviate(surface: Surface, normal: np.ndarray) -> bool:
@@ -142,58 +291,51 @@ def _normals_deviate(surface: Surface, normal: np.ndarray) -> bool:
     return bool(np.any(cosines < np.cos(np.radians(PLANARITY_NORMALS_DEG))))
 
 
-def _signed_area(xy: np.ndarray) -> float:
-    x, y = xy[:, 0], xy[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
-def overused_edges(solid: Solid) -> list[np.ndarray]:
-    """Edges shared by more than two surfaces (the 303 cases), as (2, 3) coordinate arrays."""
-    uses: Counter = Counter()
-    for surface in solid.surfaces:
-        for ring in surface.rings:
-            keys = _key(ring)
-            for a, b in zip(keys, keys[1:] + keys[:1]):
-                uses[frozenset((a, b))] += 1
-    return [np.array(sorted(edge), dtype=float) * SNAP_TOLERANCE_M for edge, count in uses.items() if count > 2]
-
-
-def _validate_shell(keyed_surfaces: list[list[list[tuple]]]) -> set[int]:
-    if len(keyed_surfaces) < 4:
+def _shell_errors(rings: _Rings, vertex_ids: np.ndarray) -> set[int]:
+    """The codes 301, 302, 303, 305 and 307 (two surfaces running along an edge the
+    same way) of a shell whose surfaces are all valid polygons."""
+    surface_count = len(rings.surfaces)
+    if surface_count < 4:
         return {301}
-    directed = Counter()
-    surfaces_of_edge: dict[frozenset, list[int]] = {}
-    for index, rings in enumerate(keyed_surfaces):
-        for keys in rings:
-            for a, b in zip(keys, keys[1:] + keys[:1]):
-                directed[(a, b)] += 1
-                surfaces_of_edge.setdefault(frozenset((a, b)), []).append(index)
-    errors: set[int] = set()
-    for edge, users in surfaces_of_edge.items():
-        if len(users) == 1:
-            errors.add(302)
-        elif len(users) > 2:
-            errors.add(303)
-    if errors:
-        return errors
-    if any(count > 1 for count in directed.values()):
+    lows, highs = _undirected_edges(vertex_ids, rings.following)
+    edge_codes = lows * len(vertex_ids) + highs
+    order = np.argsort(edge_codes, kind="stable")
+    sorted_codes = edge_codes[order]
+    if not _in_pairs(sorted_codes):
+        uses = np.unique(sorted_codes, return_counts=True)[1]
+        return {code for code, flags in ((302, uses == 1), (303, uses > 2)) if flags.any()}
+    # Every edge has exactly two uses, next to each other in the sorted order; they run
+    # the same way where they start at the same vertex.
+    use_heads = vertex_ids[order].reshape(-1, 2)
+    if np.any(use_heads[:, 0] == use_heads[:, 1]):
         return {307}
-    if _component_count(len(keyed_surfaces), surfaces_of_edge.values()) > 1:
-        errors.add(305)
-    return errors
+    edge_surfaces = rings.vertex_surface()[order].reshape(-1, 2)
+    return set() if _connected(surface_count, edge_surfaces[:, 0], edge_surfaces[:, 1]) else {305}
 
 
-def _component_count(n: int, shared: object) -> int:
-    parent = list(range(n))
+def _in_pairs(sorted_codes: np.ndarray) -> bool:
+    """Whether every value of a sorted array occurs exactly twice."""
+    if len(sorted_codes) % 2:
+        return False
+    pairs = sorted_codes.reshape(-1, 2)
+    return bool(np.all(pairs[:, 0] == pairs[:, 1]) and np.all(pairs[1:, 0] != pairs[:-1, 1]))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for users in shared:
-        first = find(users[0])
-        for other in users[1:]:
-            parent[find(other)] = first
-    return len({find(i) for i in range(n)})
+def _connected(node_count: int, ends: np.ndarray, other_ends: np.ndarray) -> bool:
+    """Whether a graph is connected, grown breadth-first from its first node."""
+    adjacent = np.zeros((node_count, node_count), dtype=bool)
+    adjacent[ends, other_ends] = True
+    adjacent[other_ends, ends] = True
+    reached = adjacent[0] | (np.arange(node_count) == 0)
+    while not reached.all():
+        grown = adjacent[reached].any(axis=0)
+        if not np.any(grown & ~reached):
+            return False
+        reached |= grown
+    return True
+
+
+def _volume(rings: _Rings, origin: np.ndarray, surface_areas: np.ndarray) -> float:
+    """Signed volume by the divergence theorem, as geometry.solid_volume adds it up."""
+    corners = rings.vertices[rings.ring_starts[rings.surface_first_ring]] - origin
+    return float(np.cumsum(_row_dots(corners, surface_areas))[-1]) / 3.0

@@ -12,7 +12,7 @@ from shapely import affinity
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces, extrude_flat
 from reconstruction.geometry import cross_rows, solid_volume, surface_area, surface_normal
 from reconstruction.triangulate import triangulate_solid, triangulate_surface
-from reconstruction.validate import validate_parts, validate_solid
+from reconstruction.validate import overused_edges, validate_parts, validate_solid
 from tests.helpers import assert_closed_outward
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -202,6 +202,28 @@ def test_validation_reports_val3dity_codes():
     assert validate_solid(Solid(solid.surfaces[:3])) == [301]
 
 
+def test_validation_reports_ring_hole_and_shell_codes():
+    solid = extrude_flat(shapely.box(0, 0, 10, 10), 0.0, 4.0)
+    roof_index = next(i for i, s in enumerate(solid.surfaces) if s.kind == SurfaceKind.ROOF)
+    roof = solid.surfaces[roof_index]
+    exterior = roof.rings[0]
+
+    def with_roof_rings(*rings: np.ndarray) -> Solid:
+        return _replace(solid, roof_index, Surface(rings, roof.kind))
+
+    def square(x: float, y: float) -> np.ndarray:
+        return np.array([[x, y, 4.0], [x + 2, y, 4.0], [x + 2, y + 2, 4.0], [x, y + 2, 4.0]])
+
+    assert validate_solid(with_roof_rings(exterior[:2])) == [101]
+    assert validate_solid(with_roof_rings(exterior[[1, 0, 2, 3]])) == [104]
+    assert validate_solid(with_roof_rings(exterior, square(4, 4))) == [208]
+    assert validate_solid(with_roof_rings(exterior, square(20, 20)[::-1])) == [206]
+    assert validate_solid(with_roof_rings(exterior, square(9, 4)[::-1])) == [201]
+    assert validate_solid(with_roof_rings(exterior, square(4, 4)[::-1])) == [302]  # a sound hole, but no walls in it
+    apart = extrude_flat(shapely.box(20, 0, 30, 10), 0.0, 4.0)
+    assert validate_solid(Solid(solid.surfaces + apart.surfaces)) == [305]
+
+
 def test_four_faces_pinching_at_a_vertex_are_reported_as_non_manifold():
     faces = [
         RoofFace(shapely.box(0, 0, 1, 1), Plane.horizontal(9)),
@@ -209,7 +231,10 @@ def test_four_faces_pinching_at_a_vertex_are_reported_as_non_manifold():
         RoofFace(shapely.box(1, 0, 2, 1), Plane.horizontal(4)),
         RoofFace(shapely.box(0, 1, 1, 2), Plane.horizontal(4)),
     ]
-    assert validate_solid(extrude_faces(faces, 0.0)) == [303]
+    solid = extrude_faces(faces, 0.0)
+    assert validate_solid(solid) == [303]
+    edges = overused_edges(solid)
+    assert edges and all(edge.shape == (2, 3) and np.allclose(edge[:, :2], 1.0) for edge in edges)
 
 
 def test_overlapping_parts_are_reported_as_601():
