@@ -84,7 +84,8 @@ def _execution_options(command):
     """The options every command that runs units takes."""
     options = [
         click.option("--workers", type=int, default=1, show_default=True,
-                     help="Local worker processes; 1 runs the units in this process."),
+                     help="Local worker processes; 1 runs the units in this process. Workers beyond the "
+                          "number of units reconstruct those units' buildings side by side."),
         click.option("--scheduler", metavar="ADDRESS",
                      help="Run the units on a Dask distributed cluster (e.g. tcp://host:8786) instead of local workers."),
         click.option("-v", "--verbose", is_flag=True, help="One line per finished unit; log every failed building."),
