@@ -28,6 +28,8 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     if len(surface.rings) == 1 and _strictly_convex_rings([vertices])[0]:
         return vertices, _fans(np.array([0]), np.array([len(vertices)]))
     normal = surface_normal(surface)
+    if not normal.any():
+        return vertices, np.zeros((0, 3), dtype=np.int64)  # a surface without area has no triangles
     u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
     u /= np.linalg.norm(u)
     v = cross(normal, u)
