@@ -287,6 +287,10 @@ def test_plan_command_reads_a_vector_tile_index(tmp_path, sample_dir):
     assert "12 tiles, 2.4 M points" in result.stdout  # 20 points/m² by default
     assert "668200_6860300" in result.stdout and "77083" in result.stdout and "93051" in result.stdout
     assert "with 2 worker(s): about" in result.stdout and "rates measured by benchmarks/regional_tile.py" in result.stdout
+    assert "fewer units than workers" not in result.stdout
+    one_unit = twin_cli("plan", "--tiles", index, "--unit-size", 5000, "--workers", 2, cwd=ROOT)
+    assert one_unit.returncode == 0, one_unit.stderr
+    assert "fewer units than workers: the spare workers reconstruct" in one_unit.stdout
 
 
 def test_the_terrain_fallback_does_not_depend_on_the_cut(tmp_path):

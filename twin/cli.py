@@ -367,6 +367,12 @@ def _print_plan(plan, list_units: bool, footprints) -> None:
         f"{plan.peak_memory_mb:,.0f} MB per worker ({plan.peak_memory_mb * min(plan.workers, len(plan.units)) / 1024:,.1f} GB in all)",
         highlight=False,
     )
+    if plan.workers > len(plan.units):
+        out.print(
+            "fewer units than workers: the spare workers reconstruct the units' buildings side by side, "
+            "which shortens the run by less than their number and this estimate leaves out",
+            highlight=False, soft_wrap=True,
+        )
     out.print(
         f"rates measured by {rates['measured_by']} on {rates['machine']['cores']} cores: "
         f"{rates['read_points_per_s'] / 1e6:.1f} M points/s decoded and cropped, "
