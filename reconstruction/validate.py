@@ -336,6 +336,7 @@ def _connected(node_count: int, ends: np.ndarray, other_ends: np.ndarray) -> boo
 
 
 def _volume(rings: _Rings, origin: np.ndarray, surface_areas: np.ndarray) -> float:
-    """Signed volume by the divergence theorem, as geometry.solid_volume adds it up."""
+    """Signed volume by the divergence theorem (as geometry.solid_volume), from the surface
+    areas already found, added surface after surface as the per-surface code added them."""
     corners = rings.vertices[rings.ring_starts[rings.surface_first_ring]] - origin
     return float(np.cumsum(_row_dots(corners, surface_areas))[-1]) / 3.0

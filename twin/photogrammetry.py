@@ -81,7 +81,8 @@ def match_images(
     """The points of the image `pairs` (camera indices) that pass the cross-pair check.
 
     `images[name]` is the image of the camera of that name, looked up when a pair needs
-    it. A pair that cannot be matched (views too oblique to be rectified together, say) is skipped with its reason.
+    it. A pair that cannot be matched (views too oblique to be rectified together, say) is
+    skipped with its reason.
     `tolerance` (m) is how close another pair's point must be to confirm one: by default
     three ground sampling distances of the matched images at the scene's mid height.
     Each pair's points are thinned to one per cube of half the smaller of `spacing` (the

@@ -14,10 +14,10 @@ from twin.errors import InputError
 from twin.imagery.camera import FrameCamera
 
 
-# Bit depths of camera sensors and their files: a 16-bit file often holds 10, 12 or 14 bits.
 # Aerial TIFFs carry GeoTIFF tags OpenCV does not know; it would warn about each on every read.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
+# Bit depths of camera sensors and their files: a 16-bit file often holds 10, 12 or 14 bits.
 _STANDARD_DEPTHS = (8, 10, 12, 14, 16)
 
 
