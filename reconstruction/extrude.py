@@ -26,6 +26,8 @@ from twin.model import Solid, Surface, SurfaceKind
 
 SNAP_M = 0.001
 _SCALE = 1.0 / SNAP_M
+ON_GRID_M = 1e-6
+"""Coordinates within this of the grid are on it (floating point cannot hold millimetres exactly)."""
 SAME_HEIGHT_KEYS = 2
 """Heights of two faces at one vertex within this many millimetres are the same height:
 rounding differences, not a step."""
@@ -165,6 +167,8 @@ class _VertexTable:
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int], int] = {}
         self.keys: list[tuple[int, int]] = []
+        self.largest_move = 0.0
+        """The farthest snapping moved a coordinate (m): zero for faces already on the grid."""
 
     def add(self, key: tuple[int, int]) -> int:
         vertex_id = self._ids.get(key)
@@ -175,7 +179,9 @@ class _VertexTable:
 
     def add_ring(self, coords: np.ndarray) -> list[int]:
         ring: list[int] = []
-        for key in map(tuple, _snap(coords).tolist()):
+        snapped = _snap(coords)
+        self.largest_move = max(self.largest_move, float(np.abs(snapped * SNAP_M - coords).max(initial=0.0)))
+        for key in map(tuple, snapped.tolist()):
             vertex_id = self.add(key)
             if not ring or ring[-1] != vertex_id:
                 ring.append(vertex_id)
@@ -239,6 +245,10 @@ def _ring_edges(ring: Sequence[int]):
 def _node(face_rings: list[list[list[int]]], vertices: _VertexTable) -> list[list[list[int]]]:
     """Inserts into every edge the vertices of other faces lying on it (no T-junctions)."""
     xy = vertices.xy()
+    # Snapping moves each point by up to 0.7 mm, so a vertex on an edge may lie 1.4 mm off
+    # it. Faces already on the grid (the LOD2.2 partition) are noded exactly instead: one
+    # of their vertices a millimetre from another face's edge is not on it.
+    tolerance = 2 * SNAP_M if vertices.largest_move > ON_GRID_M else ON_GRID_M
     noded = []
     for rings in face_rings:
         noded_rings = []
@@ -246,13 +256,13 @@ def _node(face_rings: list[list[list[int]]], vertices: _VertexTable) -> list[lis
             out: list[int] = []
             for u, v in _ring_edges(ring):
                 out.append(u)
-                out.extend(_vertices_on_segment(xy, u, v))
+                out.extend(_vertices_on_segment(xy, u, v, tolerance))
             noded_rings.append(out)
         noded.append(noded_rings)
     return noded
 
 
-def _vertices_on_segment(xy: np.ndarray, u: int, v: int) -> list[int]:
+def _vertices_on_segment(xy: np.ndarray, u: int, v: int, tolerance: float) -> list[int]:
     a, b = xy[u], xy[v]
     direction = b - a
     length_sq = float(direction @ direction)
@@ -260,8 +270,7 @@ def _vertices_on_segment(xy: np.ndarray, u: int, v: int) -> list[int]:
     closest = a + np.outer(t, direction)
     distance = np.linalg.norm(xy - closest, axis=1)
     margin = SNAP_M / np.sqrt(length_sq)
-    # Snapping moves each point by up to 0.7 mm, so a vertex on an edge may lie 1.4 mm off it.
-    on = (distance < 2 * SNAP_M) & (t > margin) & (t < 1 - margin)
+    on = (distance < tolerance) & (t > margin) & (t < 1 - margin)
     on[[u, v]] = False
     candidates = np.flatnonzero(on)
     return candidates[np.argsort(t[candidates], kind="stable")].tolist()

@@ -24,7 +24,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from reconstruction.extrude import Plane, RoofFace
+from reconstruction.extrude import SNAP_M, Plane, RoofFace
 from twin.config import Lod2Config
 
 GROUND = -1
@@ -54,10 +54,12 @@ def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> 
     is computed, may miss the outline by a rounding error, and would then dangle. The
     lines are noded among themselves with snap-rounding to `ARRANGEMENT_GRID_M`, so lines
     meeting at nearly one point (hips reaching a ridge's end) meet at exactly one instead
-    of leaving slivers."""
+    of leaving slivers. With the outline, they are noded on the solid's millimetre grid:
+    the faces then share their vertices exactly, where noding in floating point leaves
+    crossings a fraction of a millimetre from outline corners that the solid's grid
+    would tear apart."""
     noded_lines = shapely.union_all(lines, grid_size=ARRANGEMENT_GRID_M)
-    # The outline is noded exactly, so that the LOD2.2 outline is the footprint's own.
-    noded = shapely.union_all([footprint.boundary, noded_lines])
+    noded = shapely.union_all([footprint.boundary, noded_lines], grid_size=SNAP_M)
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     shapely.prepare(footprint)
     inside = [f for f in faces if f.area > 1e-6 and footprint.contains(f.representative_point())]
@@ -121,7 +123,7 @@ def _adjacency(faces: list[shapely.Polygon]) -> _Edges:
     starts, ends, owners = [], [], []
     for k, face in enumerate(faces):
         for ring in (face.exterior, *face.interiors):
-            coords = np.rint(np.asarray(ring.coords) / ARRANGEMENT_GRID_M).astype(np.int64)
+            coords = np.rint(np.asarray(ring.coords) / SNAP_M).astype(np.int64)
             starts.append(coords[:-1])
             ends.append(coords[1:])
             owners.append(np.full(len(coords) - 1, k))
@@ -131,7 +133,7 @@ def _adjacency(faces: list[shapely.Polygon]) -> _Edges:
     keys = np.column_stack([low, high])
     _, segment, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     segment = segment.reshape(-1)
-    length = np.hypot(*(high - low).T.astype(float)) * ARRANGEMENT_GRID_M
+    length = np.hypot(*(high - low).T.astype(float)) * SNAP_M
     on_outline = np.zeros(len(faces), dtype=bool)
     on_outline[owner[counts[segment] == 1]] = True
     order = np.lexsort((owner, segment))
