@@ -39,3 +39,9 @@ def rotation(angle: float) -> np.ndarray:
     """2x2 matrix turning map coordinates into the frame aligned with `angle`."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, s], [-s, c]])
+
+
+def angle_difference(a: float, b: float) -> float:
+    """The angle between two undirected directions given in radians (within [0, pi/2])."""
+    difference = abs(a - b) % np.pi
+    return min(difference, np.pi - difference)

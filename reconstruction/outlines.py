@@ -7,7 +7,8 @@
    that direction, so that its walls follow cell edges and the outline comes out straight.
 3. Adjoining buildings are split where the roof steps by `split_step_m` or more between
    two parts that both reach the outline and are large enough (a tower standing inside
-   its podium is not split off).
+   its podium is not split off). Each split line is then redrawn from the points, in
+   straight pieces along the higher building's wall.
 4. Each outline gets an id from its location: `b_<x>_<y>` of a point inside it, to 0.1 m.
 """
 
@@ -16,11 +17,27 @@ from __future__ import annotations
 import numpy as np
 import shapely
 from scipy import ndimage
+from shapely.ops import split
 
-from reconstruction.heightfield import rasterize
+from reconstruction.heightfield import Heightfield, rasterize
 from reconstruction.lod1 import segment_heights
-from reconstruction.orientation import dominant_angle, rotation
+from reconstruction.orientation import angle_difference, dominant_angle, rotation
 from twin.config import Lod1Config, OutlineConfig
+
+SPLIT_BAND_M = 2.0
+"""A split line is placed by the points this close to it."""
+SPLIT_PIECE_M = 1.0
+"""A split line is straightened into pieces that follow its course on the grid within this."""
+SPLIT_SNAP_DEG = 15.0
+"""Pieces within this angle of the outline's main directions are turned onto them..."""
+FREE_PIECE_M = 2.0
+"""... and others are kept only when this long."""
+MAX_SPLIT_SHIFT_M = 1.5
+"""A piece moves at most this far across from the grid's line."""
+MIN_SIDE_POINTS = 10
+"""A piece stays on the grid's line without this many points of each building beside it."""
+WALL_ABOVE_ROOF_M = 1.0
+"""Points this far above the lower roof at a split are the higher building's (its roof or wall)."""
 
 
 def building_outlines(points: np.ndarray, config: OutlineConfig) -> list[tuple[str, shapely.Polygon]]:
@@ -128,4 +145,132 @@ def _split_at_steps(points: np.ndarray, outline: shapely.Polygon, config: Outlin
         k = max(range(len(reaching)), key=lambda r: reaching[r].boundary.intersection(part.boundary).length)
         reaching[k] = shapely.union(reaching[k], part)
     simplified = shapely.coverage_simplify(reaching, tolerance=config.cell_size_m, simplify_boundary=False)
-    return [_largest(shapely.make_valid(p)) for p in simplified if _largest(shapely.make_valid(p)) is not None]
+    parts = [_largest(shapely.make_valid(p)) for p in simplified if _largest(shapely.make_valid(p)) is not None]
+    return _straightened_splits(parts, points, field, step.edge_jump_m)
+
+
+def _straightened_splits(
+    parts: list[shapely.Polygon], points: np.ndarray, field: Heightfield, edge_jump: float
+) -> list[shapely.Polygon]:
+    """The parts with each split line between two of them redrawn from the points.
+
+    On the grid, a split line follows cell edges: a cell off the wall, and in steps where
+    the wall runs across the grid, which leaves strips of the higher roof's points in
+    the lower building, metres from its model. Each split line is redrawn as straight
+    pieces along its course, each placed between the points of the higher building (its
+    roof, and its wall above the lower roof) and those of the lower one. A redrawn line
+    that does not cut the two parts cleanly in two leaves them as they were.
+    """
+    if len(parts) < 2:
+        return parts
+    side_heights = [_nearest_part_heights(part, field, edge_jump) for part in parts]
+    cell_i, cell_j = field.cell_indices(points[:, :2])
+    located = shapely.points(points[:, :2])
+    parts = list(parts)
+    for a in range(len(parts)):
+        for b in range(a + 1, len(parts)):
+            shared = shapely.line_merge(parts[a].boundary.intersection(parts[b].boundary))
+            if shared.geom_type != "LineString" or shared.length < SPLIT_PIECE_M:
+                continue
+            near = shapely.dwithin(shared, located, SPLIT_BAND_M)
+            height_a = side_heights[a][cell_i[near], cell_j[near]]
+            height_b = side_heights[b][cell_i[near], cell_j[near]]
+            # Points on the higher building's wall, above the lower roof, are the higher one's.
+            above_lower = points[near, 2] > np.minimum(height_a, height_b) + WALL_ABOVE_ROOF_M
+            on_a = above_lower == (height_a > height_b)
+            course = _fitted_course(shared, points[near, :2], on_a, field.angle)
+            pieces = list(shapely.get_parts(split(shapely.union(parts[a], parts[b]), course)))
+            if len(pieces) != 2 or any(p.geom_type != "Polygon" for p in pieces):
+                continue
+            first, second = sorted(pieces, key=lambda p: -p.intersection(parts[a]).area)
+            candidate = parts[:a] + [first] + parts[a + 1 : b] + [second] + parts[b + 1 :]
+            if first.intersection(parts[a]).area > 0.5 * parts[a].area and shapely.coverage_is_valid(candidate):
+                parts = candidate
+    return parts
+
+
+def _nearest_part_heights(part: shapely.Polygon, field: Heightfield, edge_jump: float) -> np.ndarray:
+    """Per cell, the roof height of the part's nearest cell well inside it (off its edges and steps)."""
+    nu, nv = field.heights.shape
+    cells = np.argwhere(np.ones((nu, nv), dtype=bool))
+    centres = field.cell_centres(cells)
+    inside = shapely.contains_xy(part, centres[:, 0], centres[:, 1]).reshape(nu, nv)
+    steady = inside & np.isfinite(field.heights) & (np.nan_to_num(field.spread, nan=np.inf) <= edge_jump)
+    interior = ndimage.binary_erosion(steady)
+    if not interior.any():
+        interior = steady if steady.any() else inside & np.isfinite(field.heights)
+    if not interior.any():
+        return np.full((nu, nv), np.nan)
+    nearest = ndimage.distance_transform_edt(~interior, return_distances=False, return_indices=True)
+    return field.heights[tuple(nearest)]
+
+
+def _fitted_course(
+    shared: shapely.LineString, xy: np.ndarray, on_a: np.ndarray, main_angle: float
+) -> shapely.LineString:
+    """The split line `shared` as straight pieces, each moved across to separate the
+    points of part a (`on_a`) from the others, and extended past its ends to cut."""
+    coords = np.asarray(shared.simplify(SPLIT_PIECE_M).coords)
+    directions = (main_angle % np.pi, (main_angle + np.pi / 2) % np.pi)
+    pieces = []
+    for start, end in zip(coords[:-1], coords[1:]):
+        angle = float(np.mod(np.arctan2(*(end - start)[::-1]), np.pi))
+        nearest = min(directions, key=lambda d: angle_difference(angle, d))
+        aligned = angle_difference(angle, nearest) <= np.radians(SPLIT_SNAP_DEG)
+        pieces.append((start, end, nearest if aligned else angle, aligned or np.hypot(*(end - start)) >= FREE_PIECE_M))
+    # A short piece across the main directions is the grid cutting a corner: the pieces
+    # either side, extended, make the corner.
+    pieces = [piece[:3] for piece in pieces if piece[3]] or [piece[:3] for piece in pieces]
+    lines = []
+    for start, end, angle in pieces:
+        along = end - start
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        if direction @ along < 0:
+            direction = -direction
+        normal = np.array([-direction[1], direction[0]])
+        middle = (start + end) / 2
+        t = (xy - middle) @ direction
+        s = (xy - middle) @ normal
+        beside = (np.abs(t) <= np.hypot(*along) / 2) & (np.abs(s) < SPLIT_BAND_M)
+        offset = _separating_offset(s[beside], on_a[beside])
+        lines.append((direction, normal, middle + normal * offset))
+    first_start, last_end = pieces[0][0], pieces[-1][1]
+    reach_back = SPLIT_BAND_M + np.hypot(*(first_start - coords[0]))
+    reach_on = SPLIT_BAND_M + np.hypot(*(last_end - coords[-1]))
+    vertices = [lines[0][2] + lines[0][0] * ((first_start - lines[0][2]) @ lines[0][0] - reach_back)]
+    for (d1, _, p1), (d2, _, p2), before, after in zip(lines[:-1], lines[1:], pieces[:-1], pieces[1:]):
+        corner = (before[1] + after[0]) / 2
+        crossing = _crossing(d1, p1, d2, p2)
+        if crossing is not None and np.hypot(*(crossing - corner)) <= SPLIT_BAND_M + np.hypot(*(after[0] - before[1])):
+            vertices.append(crossing)
+        else:  # parallel pieces at different offsets: a jog at the corner
+            vertices += [p1 + d1 * ((corner - p1) @ d1), p2 + d2 * ((corner - p2) @ d2)]
+    d, _, p = lines[-1]
+    vertices.append(p + d * ((last_end - p) @ d + reach_on))
+    return shapely.LineString(vertices)
+
+
+def _separating_offset(s: np.ndarray, on_a: np.ndarray) -> float:
+    """The shift across a piece that best puts part a's points on one side, the others on
+    the other; 0 (the grid's line) without enough points of both."""
+    if on_a.sum() < MIN_SIDE_POINTS or (~on_a).sum() < MIN_SIDE_POINTS:
+        return 0.0
+    positive = on_a if s[on_a].mean() > s[~on_a].mean() else ~on_a
+    order = np.argsort(s, kind="stable")
+    s, positive = s[order], positive[order]
+    # Cost of a cut before sorted point k: positive points below it plus negative ones above.
+    negatives = int((~positive).sum())
+    cost = np.concatenate([[0], np.cumsum(positive)]) + np.concatenate([[negatives], negatives - np.cumsum(~positive)])
+    cuts = np.concatenate([[s[0] - SPLIT_BAND_M], (s[:-1] + s[1:]) / 2, [s[-1] + SPLIT_BAND_M]])
+    best = np.flatnonzero(cost == cost.min())
+    offset = float(cuts[best[np.argmin(np.abs(cuts[best]))]])
+    return float(np.clip(offset, -MAX_SPLIT_SHIFT_M, MAX_SPLIT_SHIFT_M))
+
+
+def _crossing(d1: np.ndarray, p1: np.ndarray, d2: np.ndarray, p2: np.ndarray) -> np.ndarray | None:
+    """Where the lines through p1 along d1 and p2 along d2 cross; None when nearly parallel."""
+    determinant = d1[0] * d2[1] - d1[1] * d2[0]
+    if abs(determinant) < np.sin(np.radians(5.0)):
+        return None
+    t = ((p2 - p1)[0] * d2[1] - (p2 - p1)[1] * d2[0]) / determinant
+    return p1 + d1 * t

@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 
 from reconstruction.heightfield import Heightfield
+from reconstruction.orientation import angle_difference
 from reconstruction.planes import RoofPlane
 from twin.config import Lod2Config
 
@@ -92,7 +93,7 @@ def _footprint_directions(footprint: shapely.Polygon, main_angle: float, config:
         for a, b in zip(coords[:-1], coords[1:]):
             if np.hypot(*(b - a)) >= config.min_line_length_m:
                 angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
-                if all(_angle_difference(angle, d) > np.radians(config.line_angle_deg) for d in directions):
+                if all(angle_difference(angle, d) > np.radians(config.line_angle_deg) for d in directions):
                     directions.append(angle)
     return directions
 
@@ -115,8 +116,8 @@ def _outline_lines(field, label_grid, n_planes, footprint, origin, directions, c
                     if _along_outline(shapely.LineString([a, b]), outline, field.cell):
                         continue
                     angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
-                    nearest = min(directions, key=lambda d: _angle_difference(angle, d))
-                    if _angle_difference(angle, nearest) <= np.radians(config.line_angle_deg):
+                    nearest = min(directions, key=lambda d: angle_difference(angle, d))
+                    if angle_difference(angle, nearest) <= np.radians(config.line_angle_deg):
                         angle = nearest
                     elif length < FREE_LINE_LENGTH_M:
                         continue  # a stair step of the grid, not an edge of the roof
@@ -177,15 +178,10 @@ def _line(angle: float, anchor: np.ndarray, weight: float, exact: bool, main_ang
     angle = float(np.mod(angle, np.pi))
     limit = np.radians(3.0 if exact else config.line_angle_deg)
     for direction in (main_angle % np.pi, (main_angle + np.pi / 2) % np.pi):
-        if _angle_difference(angle, direction) < limit:
+        if angle_difference(angle, direction) < limit:
             angle = float(direction)
     offset = float(-np.sin(angle) * anchor[0] + np.cos(angle) * anchor[1])
     return RoofLine(angle, offset, weight, exact)
-
-
-def _angle_difference(a: float, b: float) -> float:
-    difference = abs(a - b) % np.pi
-    return min(difference, np.pi - difference)
 
 
 def _merge(lines: list[RoofLine], config: Lod2Config) -> list[RoofLine]:
@@ -195,7 +191,7 @@ def _merge(lines: list[RoofLine], config: Lod2Config) -> list[RoofLine]:
     merged: list[RoofLine] = []
     for line in remaining:
         for k, kept in enumerate(merged):
-            if _angle_difference(line.angle, kept.angle) > same_direction:
+            if angle_difference(line.angle, kept.angle) > same_direction:
                 continue
             offset = line.offset if abs(line.angle - kept.angle) < np.pi / 2 else -line.offset
             if abs(offset - kept.offset) > config.line_offset_m:

@@ -295,3 +295,36 @@ def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, sha
         assert np.mean(shapely.contains_xy(covered, xy[:, 0], xy[:, 1])) > 0.97, path.name
     # A bridge (class 17) is not a building.
     assert real_runs["bridge"].buildings == () or all(b.footprint.area < 50 for b in real_runs["bridge"].buildings)
+
+
+@pytest.mark.parametrize("turn_deg", [0.0, 17.0, 38.0])
+def test_outlines_split_adjoining_buildings_at_the_higher_ones_wall(turn_deg):
+    """A 20 m block against a 12 m one, with points on the higher one's wall above the
+    lower roof: the split line is one straight line on the wall, whatever the grid."""
+    from reconstruction.outlines import building_outlines
+    from twin.config import OutlineConfig
+
+    rng = np.random.default_rng(7)
+    spacing = 0.3
+    u, v = np.meshgrid(np.arange(0.1, 30, spacing), np.arange(0.1, 12, spacing), indexing="ij")
+    u, v = (u + rng.uniform(-0.1, 0.1, u.shape)).ravel(), (v + rng.uniform(-0.1, 0.1, v.shape)).ravel()
+    wall_u = 12.37  # off the outline grid's cell edges
+    roofs = np.column_stack([u, v, np.where(u < wall_u, 20.0, 12.0) + rng.normal(0, 0.03, u.size)])
+    wall_v, wall_z = np.meshgrid(np.arange(0.1, 12, spacing), np.arange(12.5, 20, spacing))
+    wall = np.column_stack([wall_u + rng.normal(0, 0.05, wall_v.size), wall_v.ravel(), wall_z.ravel()])
+    local = np.vstack([roofs, wall])
+    angle = np.radians(turn_deg)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = np.column_stack([local[:, :2] @ turn.T + [652000.0, 6862000.0], local[:, 2]])
+
+    outlines = [polygon for _, polygon in building_outlines(points, OutlineConfig())]
+    assert len(outlines) == 2
+    high, low = sorted(outlines, key=lambda p: p.centroid.distance(shapely.Point(points[0, :2])))
+    shared = shapely.line_merge(high.boundary.intersection(low.boundary))
+    true_wall = shapely.LineString(np.array([[wall_u, -5], [wall_u, 17]]) @ turn.T + [652000.0, 6862000.0])
+    assert shared.geom_type == "LineString" and len(shared.coords) == 2, shared.wkt  # straight
+    # On the wall, past the spread of its points (they go with the higher building's wall).
+    assert max(true_wall.distance(shapely.Point(c)) for c in shared.coords) < 0.25
+    # The higher building's roof and wall points stay out of the lower one.
+    above = points[:, 2] > 13.0
+    assert np.mean(shapely.contains_xy(low, points[above, 0], points[above, 1])) < 0.005
