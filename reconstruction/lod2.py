@@ -1,4 +1,5 @@
-"""LOD2.2 of one building: roof planes -> roof lines -> labelled partition -> solid.
+"""LOD2.2 of one building: roof planes -> roof lines -> labelled partition -> solid,
+then once more with the superstructures the first solid leaves out.
 
 Raises `Lod2Failure` with the reason whenever the building cannot get a trustworthy
 LOD2.2 (too few points, too many planes, few returns as on glass roofs, a failed step,
@@ -12,12 +13,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import shapely
 
-from reconstruction.extrude import ExtrusionError, RoofFace, extrude_faces
+from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces
 from reconstruction.heightfield import Heightfield, rasterize
 from reconstruction.partition import RoofSamples, arrangement, label_faces, roof_faces
 from reconstruction.planes import RoofPlane, detect_planes
 from reconstruction.quality import face_attributes
 from reconstruction.roof_lines import plane_label_grid, roof_lines
+from reconstruction.superstructures import superstructures
 from reconstruction.validate import overused_edges, validate_solid
 from twin.config import Lod2Config
 from twin.model import Solid
@@ -70,12 +72,39 @@ def reconstruct_lod2(
     label_grid = plane_label_grid(field, roof_points, detection.labels)
     lines = roof_lines(field, label_grid, planes, footprint, origin, config)
     reach = float(np.hypot(*np.subtract(footprint.bounds[2:], footprint.bounds[:2]))) + 10.0
-    faces = arrangement(footprint, [line.segment(origin, reach) for line in lines])
+    segments = [line.segment(origin, reach) for line in lines]
     samples = _samples(field, roof_points, inner_ground_points, footprint)
     plane_list = [p.plane for p in planes]
-    labels = label_faces(faces, plane_list, samples, footprint, ground_z, config)
+    solid, faces = _roof_solid(footprint, segments, plane_list, samples, ground_z, config)
+    boxes = superstructures(field, faces, config)
+    if boxes:
+        try:
+            solid, faces = _roof_solid(
+                footprint,
+                segments + [box.outline.exterior for box in boxes],
+                plane_list + [box.plane for box in boxes],
+                samples,
+                ground_z,
+                config,
+            )
+        except Lod2Failure:
+            pass  # the roof without its superstructures is still a valid LOD2.2
+    return Lod2Result(solid, tuple(faces), planes, detection.wall_points)
+
+
+def _roof_solid(
+    footprint: shapely.Polygon,
+    segments: list[shapely.Geometry],
+    planes: list[Plane],
+    samples: RoofSamples,
+    ground_z: float,
+    config: Lod2Config,
+) -> tuple[Solid, list[RoofFace]]:
+    """The footprint cut by `segments`, its faces labelled with `planes`, as a valid solid."""
+    faces = arrangement(footprint, segments)
+    labels = label_faces(faces, planes, samples, footprint, ground_z, config)
     for _ in range(PINCH_REPAIRS + 1):
-        merged = roof_faces(faces, labels, plane_list, config)
+        merged = roof_faces(faces, labels, planes, config)
         if not merged:
             raise Lod2Failure("the partition left no roof face")
         merged = [RoofFace(f.polygon, f.plane, face_attributes(f.plane)) for f in merged]
@@ -89,7 +118,7 @@ def reconstruct_lod2(
         labels = _unpinch(faces, labels, overused_edges(solid))
     if errors:
         raise Lod2Failure(f"the LOD2.2 solid is invalid (val3dity codes {errors})")
-    return Lod2Result(solid, tuple(merged), planes, detection.wall_points)
+    return solid, merged
 
 
 def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:

@@ -162,11 +162,11 @@ def _data_costs(faces, planes, samples: RoofSamples, on_outline: np.ndarray, gro
     np.add.at(costs, face_index, misfit)
     costs[on_outline, -1] = _FORBIDDEN
     # A plane that dips to the ground anywhere on a face cannot roof it.
-    for k, face in enumerate(faces):
-        corners = np.asarray(face.exterior.coords)
-        for label, plane in enumerate(planes):
-            if plane.height_at(corners[:, 0], corners[:, 1]).min() < ground_z + MIN_ROOF_CLEARANCE_M:
-                costs[k, label] = _FORBIDDEN
+    corners, owners = shapely.get_coordinates(shapely.get_exterior_ring(faces), return_index=True)
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    for label, plane in enumerate(planes):
+        lowest = np.minimum.reduceat(plane.height_at(corners[:, 0], corners[:, 1]), starts)
+        costs[owners[starts][lowest < ground_z + MIN_ROOF_CLEARANCE_M], label] = _FORBIDDEN
     return costs
 
 

@@ -16,6 +16,7 @@ from reconstruction.geometry import surface_area
 from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.heightfield import rasterize
 from reconstruction.orientation import dominant_angle
+from reconstruction import quality
 from reconstruction.planes import detect_planes, local_normals
 from reconstruction.validate import validate_solid
 from tests.helpers import assert_closed_outward
@@ -328,3 +329,28 @@ def test_outlines_split_adjoining_buildings_at_the_higher_ones_wall(turn_deg):
     # The higher building's roof and wall points stay out of the lower one.
     above = points[:, 2] > 13.0
     assert np.mean(shapely.contains_xy(low, points[above, 0], points[above, 1])) < 0.005
+
+
+def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box():
+    house = SceneBuilding("house", "gable", (gabled(rectangle(0, 0, 12, 8, 20.0), 6.0, 35.0),), 0.0)
+    rng = np.random.default_rng(3)
+    points = synthetic_points(house, 20.0, rng)
+    chimney = affinity.rotate(shapely.box(1.5, 1.0, 2.7, 2.2), 20.0, origin=(0, 0))
+    top = float(house.roof_height(*chimney.centroid.coords[0])) + 1.5
+    on_chimney = shapely.contains_xy(chimney, points[:, 0], points[:, 1])
+    points[on_chimney, 2] = top + rng.normal(0, 0.03, on_chimney.sum())
+
+    result = lod22_of(house, points)
+    assert validate_solid(result.solid) == []
+    assert_closed_outward(result.solid)
+    tops = [s for s in roof_surfaces_of(result.solid) if abs(s.rings[0][:, 2].mean() - top) < 0.1]
+    assert len(tops) == 1 and 0.8 < surface_area(tops[0]) < 2.6
+    without = reconstruct_lod2(
+        points, np.empty((0, 3)), house.footprint, 0.0, rasterize(points, house.footprint, 0.5, dominant_angle(house.footprint)),
+        0.0, Lod2Config(superstructure_min_area_m2=100.0, superstructure_max_area_m2=100.0),
+    )
+    assert quality.rmse(points, [result.solid]) < 0.5 * quality.rmse(points, [without.solid])
+
+
+def roof_surfaces_of(solid):
+    return [s for s in solid.surfaces if s.kind == SurfaceKind.ROOF]

@@ -171,6 +171,12 @@ class Lod2Config:
     """A cell's misfit to a plane counts at most this much (robust to trees and outliers)."""
     min_face_area_m2: float = 0.5
     """Roof faces smaller than this merge into a neighbour."""
+    superstructure_min_height_m: float = 0.5
+    """Roof cells standing this far above the roof faces make superstructures (chimneys,
+    dormers, roof equipment)..."""
+    superstructure_min_area_m2: float = 1.0
+    superstructure_max_area_m2: float = 25.0
+    """... covering between these areas; larger ones are parts of the roof the planes missed."""
 
     def __post_init__(self) -> None:
         _require(self.min_points >= 3, "LOD2 needs at least 3 points")
@@ -189,6 +195,9 @@ class Lod2Config:
         _require(self.max_lines >= 1, "max lines must be at least 1")
         _require(0 < self.max_nodata_fraction <= 1, "max no-data fraction must be within 0..1")
         _require(self.min_face_area_m2 >= 0, "minimum face area cannot be negative")
+        _require(self.superstructure_min_height_m > 0, "superstructure height must be positive")
+        _require(0 <= self.superstructure_min_area_m2 <= self.superstructure_max_area_m2,
+                 "superstructure areas must be 0 <= min <= max")
 
 
 @dataclass(frozen=True)
