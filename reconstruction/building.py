@@ -134,8 +134,10 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
         validity_lod12=validate_solid(lod12),
         validity_lod13=validate_parts(lod13_solids),
         validity_lod22=validate_solid(lod22),
-        rmse_lod12=_rounded(quality.rmse(inputs.roof_points, [lod12])),
-        rmse_lod13=_rounded(quality.rmse(inputs.roof_points, lod13_solids)),
+        rmse_lod12=_rounded(quality.prism_rmse(inputs.roof_points, [(polygon, ground.height, roof.lod1)])),
+        rmse_lod13=_rounded(
+            quality.prism_rmse(inputs.roof_points, [(part.polygon, ground.height, part.height) for part in parts])
+        ),
         rmse_lod22=_rounded(quality.rmse(inputs.roof_points, [lod22])),
     )
     attributes.update(_roof_attributes(lod22, lod22_faces, lod2_failure, ground.height))

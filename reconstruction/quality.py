@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import open3d as o3d
+import shapely
 
 from reconstruction.extrude import Plane, RoofFace
 from reconstruction.geometry import surface_area, surface_normal
@@ -67,6 +68,29 @@ def rmse(points: np.ndarray, solids: list[Solid]) -> float | None:
         scene.add_triangles(mesh)
     distance = scene.compute_distance(o3d.core.Tensor((points - origin).astype(np.float32))).numpy()
     return float(np.sqrt(np.mean(distance.astype(np.float64) ** 2)))
+
+
+def prism_rmse(points: np.ndarray, prisms: list[tuple[shapely.Polygon, float, float]]) -> float | None:
+    """RMSE of the distances from points (n, 3) to the nearest surface of prisms given as
+    (polygon, bottom, top): what `rmse` gives for their extruded solids, in closed form.
+
+    Over a prism's polygon the nearest surface is its top, its bottom or, between them,
+    its nearest wall; beside it, the nearest point of its outline at the height clamped
+    to its walls. Exact, and no triangles or ray-casting scene to build for LOD1.x.
+    """
+    if len(points) == 0 or not prisms:
+        return None
+    located = shapely.points(points[:, :2])
+    z = points[:, 2]
+    nearest = np.full(len(points), np.inf)
+    for polygon, bottom, top in prisms:
+        to_outline = shapely.distance(polygon.boundary, located)
+        inside = shapely.contains_xy(polygon, points[:, 0], points[:, 1])
+        below_or_above = np.maximum(np.maximum(z - top, bottom - z), 0.0)
+        within = np.minimum(np.minimum(top - z, z - bottom), to_outline)
+        distance = np.where(inside, np.where(below_or_above > 0, below_or_above, within), np.hypot(to_outline, below_or_above))
+        nearest = np.minimum(nearest, distance)
+    return float(np.sqrt(np.mean(nearest**2)))
 
 
 def roof_type(faces: list[RoofFace]) -> str:

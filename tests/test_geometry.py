@@ -243,3 +243,21 @@ def test_overlapping_parts_are_reported_as_601():
     c = extrude_flat(shapely.box(10, 0, 18, 10), 0.0, 8.0)
     assert validate_parts([a, b]) == [601]
     assert validate_parts([a, c]) == []
+
+
+def test_prism_rmse_is_the_distance_to_the_extruded_solids():
+    """The closed form agrees with open3d's distances to the triangulated solids, for
+    points above, below, inside and beside two prisms, one with a courtyard."""
+    from reconstruction.quality import prism_rmse, rmse
+
+    origin = np.array([652_000.0, 6_862_000.0])
+    courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
+    tower = shapely.box(20, 2, 26, 10)
+    prisms = [(affinity.translate(courtyard, *origin), 40.0, 52.0), (affinity.translate(tower, *origin), 40.0, 61.0)]
+    rng = np.random.default_rng(5)
+    points = np.column_stack([rng.uniform(-5, 31, 4000) + origin[0], rng.uniform(-5, 17, 4000) + origin[1],
+                              rng.uniform(30, 70, 4000)])
+    solids = [extrude_flat(polygon, bottom, top) for polygon, bottom, top in prisms]
+    for subset in (points, points[:1]):
+        assert prism_rmse(subset, prisms) == pytest.approx(rmse(subset, solids), abs=1e-4)
+    assert prism_rmse(points[:0], prisms) is None
