@@ -249,31 +249,41 @@ def _node(face_rings: list[list[list[int]]], vertices: _VertexTable) -> list[lis
     # it. Faces already on the grid (the LOD2.2 partition) are noded exactly instead: one
     # of their vertices a millimetre from another face's edge is not on it.
     tolerance = 2 * SNAP_M if vertices.largest_move > ON_GRID_M else ON_GRID_M
+    edges = np.array([edge for rings in face_rings for ring in rings for edge in _ring_edges(ring)])
+    inserted = _vertices_on_edges(xy, edges, tolerance)
     noded = []
+    position = 0
     for rings in face_rings:
         noded_rings = []
         for ring in rings:
             out: list[int] = []
-            for u, v in _ring_edges(ring):
+            for u in ring:
                 out.append(u)
-                out.extend(_vertices_on_segment(xy, u, v, tolerance))
+                out.extend(inserted.get(position, ()))
+                position += 1
             noded_rings.append(out)
         noded.append(noded_rings)
     return noded
 
 
-def _vertices_on_segment(xy: np.ndarray, u: int, v: int, tolerance: float) -> list[int]:
-    a, b = xy[u], xy[v]
+def _vertices_on_edges(xy: np.ndarray, edges: np.ndarray, tolerance: float) -> dict[int, list[int]]:
+    """Per edge (index into `edges`, pairs of vertex ids), the other vertices within
+    `tolerance` of it, in order along it; candidates come from a spatial index."""
+    segments = shapely.linestrings(np.stack([xy[edges[:, 0]], xy[edges[:, 1]]], axis=1))
+    edge_index, vertex = shapely.STRtree(shapely.points(xy)).query(segments, predicate="dwithin", distance=tolerance)
+    a, b = xy[edges[edge_index, 0]], xy[edges[edge_index, 1]]
     direction = b - a
-    length_sq = float(direction @ direction)
-    t = ((xy - a) @ direction) / length_sq
-    closest = a + np.outer(t, direction)
-    distance = np.linalg.norm(xy - closest, axis=1)
+    length_sq = np.einsum("ij,ij->i", direction, direction)
+    t = np.einsum("ij,ij->i", xy[vertex] - a, direction) / length_sq
+    distance = np.linalg.norm(xy[vertex] - (a + t[:, None] * direction), axis=1)
     margin = SNAP_M / np.sqrt(length_sq)
     on = (distance < tolerance) & (t > margin) & (t < 1 - margin)
-    on[[u, v]] = False
-    candidates = np.flatnonzero(on)
-    return candidates[np.argsort(t[candidates], kind="stable")].tolist()
+    on &= (vertex != edges[edge_index, 0]) & (vertex != edges[edge_index, 1])
+    order = np.lexsort((vertex[on], t[on], edge_index[on]))
+    inserted: dict[int, list[int]] = {}
+    for edge, found in zip(edge_index[on][order].tolist(), vertex[on][order].tolist()):
+        inserted.setdefault(edge, []).append(found)
+    return inserted
 
 
 def _split_crossing_steps(

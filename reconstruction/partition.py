@@ -96,7 +96,9 @@ def roof_faces(faces: list[shapely.Polygon], labels: np.ndarray, planes: list[Pl
     labels = _absorb_slivers(faces, _adjacency(faces), labels, config.min_face_area_m2)
     result = []
     for label in sorted(set(labels.tolist()) - {GROUND}):
-        merged = shapely.union_all([f for f, l in zip(faces, labels) if l == label])
+        # The faces of an arrangement tile the footprint edge to edge: a coverage, which
+        # merges without the overlay a general union runs.
+        merged = shapely.coverage_union_all([f for f, l in zip(faces, labels) if l == label])
         # On the millimetre grid (where the solid's vertices go anyway) GEOS drops
         # repeated and collinear vertices and keeps the faces valid.
         snapped = shapely.set_precision(merged.simplify(0.0), 0.001)
