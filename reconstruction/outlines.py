@@ -38,6 +38,10 @@ MIN_SIDE_POINTS = 10
 """A piece stays on the grid's line without this many points of each building beside it."""
 WALL_ABOVE_ROOF_M = 1.0
 """Points this far above the lower roof at a split are the higher building's (its roof or wall)."""
+WALL_SPREAD_M = 0.15
+"""A split line goes this far past the higher building's outermost points, into the lower
+one: its wall's points, scattered about the wall, stay with it, and the lower roof's points
+it takes lie against that wall."""
 
 
 def building_outlines(points: np.ndarray, config: OutlineConfig) -> list[tuple[str, shapely.Polygon]]:
@@ -176,9 +180,8 @@ def _straightened_splits(
             height_a = side_heights[a][cell_i[near], cell_j[near]]
             height_b = side_heights[b][cell_i[near], cell_j[near]]
             # Points on the higher building's wall, above the lower roof, are the higher one's.
-            above_lower = points[near, 2] > np.minimum(height_a, height_b) + WALL_ABOVE_ROOF_M
-            on_a = above_lower == (height_a > height_b)
-            course = _fitted_course(shared, points[near, :2], on_a, field.angle)
+            higher = points[near, 2] > np.minimum(height_a, height_b) + WALL_ABOVE_ROOF_M
+            course = _fitted_course(shared, points[near, :2], higher, field.angle)
             pieces = list(shapely.get_parts(split(shapely.union(parts[a], parts[b]), course)))
             if len(pieces) != 2 or any(p.geom_type != "Polygon" for p in pieces):
                 continue
@@ -206,10 +209,11 @@ def _nearest_part_heights(part: shapely.Polygon, field: Heightfield, edge_jump: 
 
 
 def _fitted_course(
-    shared: shapely.LineString, xy: np.ndarray, on_a: np.ndarray, main_angle: float
+    shared: shapely.LineString, xy: np.ndarray, higher: np.ndarray, main_angle: float
 ) -> shapely.LineString:
     """The split line `shared` as straight pieces, each moved across to separate the
-    points of part a (`on_a`) from the others, and extended past its ends to cut."""
+    points of the higher building (`higher`) from the others, and extended past its ends
+    to cut."""
     coords = np.asarray(shared.simplify(SPLIT_PIECE_M).coords)
     directions = (main_angle % np.pi, (main_angle + np.pi / 2) % np.pi)
     pieces = []
@@ -232,7 +236,7 @@ def _fitted_course(
         t = (xy - middle) @ direction
         s = (xy - middle) @ normal
         beside = (np.abs(t) <= np.hypot(*along) / 2) & (np.abs(s) < SPLIT_BAND_M)
-        offset = _separating_offset(s[beside], on_a[beside])
+        offset = _separating_offset(s[beside], higher[beside])
         lines.append((direction, normal, middle + normal * offset))
     first_start, last_end = pieces[0][0], pieces[-1][1]
     reach_back = SPLIT_BAND_M + np.hypot(*(first_start - coords[0]))
@@ -250,21 +254,22 @@ def _fitted_course(
     return shapely.LineString(vertices)
 
 
-def _separating_offset(s: np.ndarray, on_a: np.ndarray) -> float:
-    """The shift across a piece that best puts part a's points on one side, the others on
-    the other; 0 (the grid's line) without enough points of both."""
-    if on_a.sum() < MIN_SIDE_POINTS or (~on_a).sum() < MIN_SIDE_POINTS:
+def _separating_offset(s: np.ndarray, higher: np.ndarray) -> float:
+    """The shift across a piece that best puts the higher building's points on one side
+    and the lower one's on the other, then `WALL_SPREAD_M` further into the lower one;
+    0 (the grid's line) without enough points of both."""
+    if higher.sum() < MIN_SIDE_POINTS or (~higher).sum() < MIN_SIDE_POINTS:
         return 0.0
-    positive = on_a if s[on_a].mean() > s[~on_a].mean() else ~on_a
-    order = np.argsort(s, kind="stable")
-    s, positive = s[order], positive[order]
-    # Cost of a cut before sorted point k: positive points below it plus negative ones above.
-    negatives = int((~positive).sum())
-    cost = np.concatenate([[0], np.cumsum(positive)]) + np.concatenate([[negatives], negatives - np.cumsum(~positive)])
+    toward_higher = 1.0 if s[higher].mean() > s[~higher].mean() else -1.0
+    order = np.argsort(s * toward_higher, kind="stable")
+    s, higher = s[order] * toward_higher, higher[order]
+    # Cost of a cut before sorted point k: higher points below it plus lower ones above.
+    lower = int((~higher).sum())
+    cost = np.concatenate([[0], np.cumsum(higher)]) + np.concatenate([[lower], lower - np.cumsum(~higher)])
     cuts = np.concatenate([[s[0] - SPLIT_BAND_M], (s[:-1] + s[1:]) / 2, [s[-1] + SPLIT_BAND_M]])
     best = np.flatnonzero(cost == cost.min())
-    offset = float(cuts[best[np.argmin(np.abs(cuts[best]))]])
-    return float(np.clip(offset, -MAX_SPLIT_SHIFT_M, MAX_SPLIT_SHIFT_M))
+    offset = float(cuts[best[np.argmin(np.abs(cuts[best]))]]) - WALL_SPREAD_M
+    return float(np.clip(offset * toward_higher, -MAX_SPLIT_SHIFT_M, MAX_SPLIT_SHIFT_M))
 
 
 def _crossing(d1: np.ndarray, p1: np.ndarray, d2: np.ndarray, p2: np.ndarray) -> np.ndarray | None:

@@ -287,7 +287,7 @@ def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, sha
     assert np.median(with_footprints) <= 0.20
     # Without them (outlines from the points, city-centre roofs with equipment), looser.
     derived = [b.attributes["rmse_lod22"] for key in ("montpellier", "alps") for b in real_runs[key].buildings]
-    assert np.median(derived) <= 0.45
+    assert np.median(derived) <= 0.35
     # No building lost: every cluster of building points lies in some outline.
     for path in sorted((shared_data / "lidarhd/montpellier").iterdir()):
         las = laspy.read(path)
@@ -301,7 +301,7 @@ def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, sha
 @pytest.mark.parametrize("turn_deg", [0.0, 17.0, 38.0])
 def test_outlines_split_adjoining_buildings_at_the_higher_ones_wall(turn_deg):
     """A 20 m block against a 12 m one, with points on the higher one's wall above the
-    lower roof: the split line is one straight line on the wall, whatever the grid."""
+    lower roof: the split line is one straight line along the wall, whatever the grid."""
     from reconstruction.outlines import building_outlines
     from twin.config import OutlineConfig
 
@@ -322,10 +322,11 @@ def test_outlines_split_adjoining_buildings_at_the_higher_ones_wall(turn_deg):
     assert len(outlines) == 2
     high, low = sorted(outlines, key=lambda p: p.centroid.distance(shapely.Point(points[0, :2])))
     shared = shapely.line_merge(high.boundary.intersection(low.boundary))
-    true_wall = shapely.LineString(np.array([[wall_u, -5], [wall_u, 17]]) @ turn.T + [652000.0, 6862000.0])
     assert shared.geom_type == "LineString" and len(shared.coords) == 2, shared.wkt  # straight
-    # On the wall, past the spread of its points (they go with the higher building's wall).
-    assert max(true_wall.distance(shapely.Point(c)) for c in shared.coords) < 0.25
+    # Along the wall, on the lower building's side: past the spread of the wall's points
+    # (they go with the higher building's wall) and `WALL_SPREAD_M` further.
+    across = (np.asarray(shared.coords) - [652000.0, 6862000.0]) @ turn[:, 0] - wall_u
+    assert (across > 0).all() and (across < 0.4).all(), across
     # The higher building's roof and wall points stay out of the lower one.
     above = points[:, 2] > 13.0
     assert np.mean(shapely.contains_xy(low, points[above, 0], points[above, 1])) < 0.005
