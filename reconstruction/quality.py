@@ -88,7 +88,8 @@ def prism_rmse(points: np.ndarray, prisms: list[tuple[shapely.Polygon, float, fl
         inside = shapely.contains_xy(polygon, points[:, 0], points[:, 1])
         below_or_above = np.maximum(np.maximum(z - top, bottom - z), 0.0)
         within = np.minimum(np.minimum(top - z, z - bottom), to_outline)
-        distance = np.where(inside, np.where(below_or_above > 0, below_or_above, within), np.hypot(to_outline, below_or_above))
+        over = np.where(below_or_above > 0, below_or_above, within)
+        distance = np.where(inside, over, np.hypot(to_outline, below_or_above))
         nearest = np.minimum(nearest, distance)
     return float(np.sqrt(np.mean(nearest**2)))
 

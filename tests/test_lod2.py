@@ -349,10 +349,9 @@ def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box():
     assert_closed_outward(result.solid)
     tops = [s for s in roof_surfaces_of(result.solid) if abs(s.rings[0][:, 2].mean() - top) < 0.1]
     assert len(tops) == 1 and 0.8 < surface_area(tops[0]) < 2.6
-    without = reconstruct_lod2(
-        points, np.empty((0, 3)), house.footprint, 0.0, rasterize(points, house.footprint, 0.5, dominant_angle(house.footprint)),
-        0.0, Lod2Config(superstructure_min_area_m2=100.0, superstructure_max_area_m2=100.0),
-    )
+    field = rasterize(points, house.footprint, 0.5, dominant_angle(house.footprint))
+    no_boxes = Lod2Config(superstructure_min_area_m2=100.0, superstructure_max_area_m2=100.0)
+    without = reconstruct_lod2(points, np.empty((0, 3)), house.footprint, 0.0, field, 0.0, no_boxes)
     assert quality.rmse(points, [result.solid]) < 0.5 * quality.rmse(points, [without.solid])
 
 
