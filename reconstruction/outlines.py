@@ -166,11 +166,7 @@ def _fitted_to_points(outline: shapely.Polygon, xy: np.ndarray, cell: float) -> 
         vertices = []
         for k, corner in enumerate(coords):
             (d1, p1), (d2, p2) = lines[k - 1], lines[k]
-            crossing = _crossing(d1, p1, d2, p2)
-            if crossing is not None and np.hypot(*(crossing - corner)) <= 2 * cell:
-                vertices.append(crossing)
-            else:
-                vertices += [p1 + d1 * ((corner - p1) @ d1), p2 + d2 * ((corner - p2) @ d2)]
+            vertices += _joined(d1, p1, d2, p2, corner, 2 * cell)
         rings.append(vertices)
     fitted = shapely.Polygon(rings[0], rings[1:])
     if not fitted.is_valid or fitted.area < 0.7 * outline.area:
@@ -242,7 +238,9 @@ def _straightened_splits(
     """
     if len(parts) < 2:
         return parts
-    side_heights = [_nearest_part_heights(part, field, edge_jump) for part in parts]
+    nu, nv = field.heights.shape
+    centres = field.cell_centres(np.argwhere(np.ones((nu, nv), dtype=bool)))
+    side_heights = [_nearest_part_heights(part, centres, field, edge_jump) for part in parts]
     cell_i, cell_j = field.cell_indices(points[:, :2])
     located = shapely.points(points[:, :2])
     parts = list(parts)
@@ -267,11 +265,12 @@ def _straightened_splits(
     return parts
 
 
-def _nearest_part_heights(part: shapely.Polygon, field: Heightfield, edge_jump: float) -> np.ndarray:
-    """Per cell, the roof height of the part's nearest cell well inside it (off its edges and steps)."""
+def _nearest_part_heights(
+    part: shapely.Polygon, centres: np.ndarray, field: Heightfield, edge_jump: float
+) -> np.ndarray:
+    """Per cell, the roof height of the part's nearest cell well inside it (off its edges
+    and steps); `centres` are the map coordinates of all the field's cells, row by row."""
     nu, nv = field.heights.shape
-    cells = np.argwhere(np.ones((nu, nv), dtype=bool))
-    centres = field.cell_centres(cells)
     inside = shapely.contains_xy(part, centres[:, 0], centres[:, 1]).reshape(nu, nv)
     steady = inside & np.isfinite(field.heights) & (np.nan_to_num(field.spread, nan=np.inf) <= edge_jump)
     interior = ndimage.binary_erosion(steady)
@@ -319,11 +318,7 @@ def _fitted_course(
     vertices = [lines[0][2] + lines[0][0] * ((first_start - lines[0][2]) @ lines[0][0] - reach_back)]
     for (d1, _, p1), (d2, _, p2), before, after in zip(lines[:-1], lines[1:], pieces[:-1], pieces[1:]):
         corner = (before[1] + after[0]) / 2
-        crossing = _crossing(d1, p1, d2, p2)
-        if crossing is not None and np.hypot(*(crossing - corner)) <= SPLIT_BAND_M + np.hypot(*(after[0] - before[1])):
-            vertices.append(crossing)
-        else:  # parallel pieces at different offsets: a jog at the corner
-            vertices += [p1 + d1 * ((corner - p1) @ d1), p2 + d2 * ((corner - p2) @ d2)]
+        vertices += _joined(d1, p1, d2, p2, corner, SPLIT_BAND_M + np.hypot(*(after[0] - before[1])))
     d, _, p = lines[-1]
     vertices.append(p + d * ((last_end - p) @ d + reach_on))
     return shapely.LineString(vertices)
@@ -345,6 +340,18 @@ def _separating_offset(s: np.ndarray, higher: np.ndarray) -> float:
     best = np.flatnonzero(cost == cost.min())
     offset = float(cuts[best[np.argmin(np.abs(cuts[best]))]]) - WALL_SPREAD_M
     return float(np.clip(offset * toward_higher, -MAX_SPLIT_SHIFT_M, MAX_SPLIT_SHIFT_M))
+
+
+def _joined(
+    d1: np.ndarray, p1: np.ndarray, d2: np.ndarray, p2: np.ndarray, corner: np.ndarray, within: float
+) -> list[np.ndarray]:
+    """The vertices joining the line through p1 along d1 to the line through p2 along d2
+    at `corner`: where they cross, when that is within `within` of it; otherwise (lines
+    parallel, or nearly) a jog across at the corner."""
+    crossing = _crossing(d1, p1, d2, p2)
+    if crossing is not None and np.hypot(*(crossing - corner)) <= within:
+        return [crossing]
+    return [p1 + d1 * ((corner - p1) @ d1), p2 + d2 * ((corner - p2) @ d2)]
 
 
 def _crossing(d1: np.ndarray, p1: np.ndarray, d2: np.ndarray, p2: np.ndarray) -> np.ndarray | None:
