@@ -252,9 +252,8 @@ def _straightened_splits(
             near = shapely.dwithin(shared, located, SPLIT_BAND_M)
             height_a = side_heights[a][cell_i[near], cell_j[near]]
             height_b = side_heights[b][cell_i[near], cell_j[near]]
-            # Points on the higher building's wall, above the lower roof, are the higher one's.
-            higher = points[near, 2] > np.minimum(height_a, height_b) + WALL_ABOVE_ROOF_M
-            course = _fitted_course(shared, points[near, :2], higher, field.angle)
+            rise = points[near, 2] - np.minimum(height_a, height_b)
+            course = _fitted_course(shared, points[near, :2], rise, field.angle)
             pieces = list(shapely.get_parts(split(shapely.union(parts[a], parts[b]), course)))
             if len(pieces) != 2 or any(p.geom_type != "Polygon" for p in pieces):
                 continue
@@ -283,11 +282,11 @@ def _nearest_part_heights(
 
 
 def _fitted_course(
-    shared: shapely.LineString, xy: np.ndarray, higher: np.ndarray, main_angle: float
+    shared: shapely.LineString, xy: np.ndarray, rise: np.ndarray, main_angle: float
 ) -> shapely.LineString:
     """The split line `shared` as straight pieces, each moved across to separate the
-    points of the higher building (`higher`) from the others, and extended past its ends
-    to cut."""
+    points of the higher building from the lower one's (`rise`: heights above the lower
+    roof), and extended past its ends to cut."""
     coords = np.asarray(shared.simplify(SPLIT_PIECE_M).coords)
     directions = (main_angle % np.pi, (main_angle + np.pi / 2) % np.pi)
     pieces = []
@@ -310,7 +309,7 @@ def _fitted_course(
         t = (xy - middle) @ direction
         s = (xy - middle) @ normal
         beside = (np.abs(t) <= np.hypot(*along) / 2) & (np.abs(s) < SPLIT_BAND_M)
-        offset = _separating_offset(s[beside], higher[beside])
+        offset = _separating_offset(s[beside], rise[beside])
         lines.append((direction, normal, middle + normal * offset))
     first_start, last_end = pieces[0][0], pieces[-1][1]
     reach_back = SPLIT_BAND_M + np.hypot(*(first_start - coords[0]))
@@ -324,20 +323,33 @@ def _fitted_course(
     return shapely.LineString(vertices)
 
 
-def _separating_offset(s: np.ndarray, higher: np.ndarray) -> float:
-    """The shift across a piece that best puts the higher building's points on one side
-    and the lower one's on the other, then `WALL_SPREAD_M` further into the lower one;
-    0 (the grid's line) without enough points of both."""
+def _separating_offset(s: np.ndarray, rise: np.ndarray) -> float:
+    """The shift across a piece that puts the points `rise` metres above the lower roof
+    on the side their distances to the two models say, then `WALL_SPREAD_M` further into
+    the lower building; 0 (the grid's line) without enough points of both buildings.
+
+    The higher building's points (its roof, and its wall above the lower roof) left in
+    the lower one are as far from its model as they stand above its roof; the lower
+    roof's points taken by the higher one lie against its wall, as far from it as from
+    the line. The cut minimises the sum of these squared distances: where the higher
+    roof overhangs the lower one, the line follows the overhang's edge."""
+    higher = rise > WALL_ABOVE_ROOF_M
     if higher.sum() < MIN_SIDE_POINTS or (~higher).sum() < MIN_SIDE_POINTS:
         return 0.0
     toward_higher = 1.0 if s[higher].mean() > s[~higher].mean() else -1.0
     order = np.argsort(s * toward_higher, kind="stable")
-    s, higher = s[order] * toward_higher, higher[order]
-    # Cost of a cut before sorted point k: higher points below it plus lower ones above.
-    lower = int((~higher).sum())
-    cost = np.concatenate([[0], np.cumsum(higher)]) + np.concatenate([[lower], lower - np.cumsum(~higher)])
+    s, rise, higher = s[order] * toward_higher, rise[order], higher[order]
     cuts = np.concatenate([[s[0] - SPLIT_BAND_M], (s[:-1] + s[1:]) / 2, [s[-1] + SPLIT_BAND_M]])
-    best = np.flatnonzero(cost == cost.min())
+    # A cut before sorted point k leaves the higher points before k in the lower building
+    # and gives the lower points from k on to the higher one.
+    left_behind = np.concatenate([[0.0], np.cumsum(np.where(higher, rise**2, 0.0))])
+    lower_s = np.where(higher, 0.0, s)
+    count_after = np.concatenate([np.cumsum((~higher)[::-1])[::-1], [0]])
+    sum_after = np.concatenate([np.cumsum(lower_s[::-1])[::-1], [0.0]])
+    square_after = np.concatenate([np.cumsum((lower_s**2)[::-1])[::-1], [0.0]])
+    taken = square_after - 2 * cuts * sum_after + cuts**2 * count_after
+    cost = left_behind + taken
+    best = np.flatnonzero(cost <= cost.min() + 1e-9)
     offset = float(cuts[best[np.argmin(np.abs(cuts[best]))]]) - WALL_SPREAD_M
     return float(np.clip(offset * toward_higher, -MAX_SPLIT_SHIFT_M, MAX_SPLIT_SHIFT_M))
 
