@@ -25,8 +25,9 @@ from twin.config import Lod2Config
 
 MIN_FILL = 0.5
 """A cluster covering less of its box than this (an L along two edges) is not one box."""
-MIN_WIDTH_CELLS = 2
-"""Narrower clusters are strips of wall or parapet points, not superstructures."""
+MAX_SLENDER_CELLS = 2
+"""A cluster one cell wide and longer than this is a strip of wall or parapet points, not a
+superstructure; a shorter one is a flue or a vent."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +51,7 @@ def superstructures(field: Heightfield, faces: Sequence[RoofFace], config: Lod2C
         area = members.sum() * cell_area
         if not config.superstructure_min_area_m2 <= area <= config.superstructure_max_area_m2:
             continue
-        if min(members.shape) < MIN_WIDTH_CELLS or members.mean() < MIN_FILL:
+        if (min(members.shape) == 1 and max(members.shape) > MAX_SLENDER_CELLS) or members.mean() < MIN_FILL:
             continue
         rows, columns = window
         box = shapely.box(

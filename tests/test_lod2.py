@@ -369,11 +369,15 @@ def test_outlines_give_an_overhanging_higher_roof_to_the_higher_building(turn_de
     assert np.mean(shapely.contains_xy(lower, points[on_high, 0], points[on_high, 1])) < 0.005
 
 
-def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box():
+@pytest.mark.parametrize(
+    "width, depth, turn_deg, top_area",
+    [(1.2, 1.2, 20.0, (0.8, 2.6)), (1.0, 0.5, 20.0, (0.4, 0.8))],  # a chimney; a vent half a square metre
+)
+def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box(width, depth, turn_deg, top_area):
     house = SceneBuilding("house", "gable", (gabled(rectangle(0, 0, 12, 8, 20.0), 6.0, 35.0),), 0.0)
     rng = np.random.default_rng(3)
     points = synthetic_points(house, 20.0, rng)
-    chimney = affinity.rotate(shapely.box(1.5, 1.0, 2.7, 2.2), 20.0, origin=(0, 0))
+    chimney = affinity.rotate(shapely.box(1.5, 1.0, 1.5 + width, 1.0 + depth), turn_deg, origin=(0, 0))
     top = float(house.roof_height(*chimney.centroid.coords[0])) + 1.5
     on_chimney = shapely.contains_xy(chimney, points[:, 0], points[:, 1])
     points[on_chimney, 2] = top + rng.normal(0, 0.03, on_chimney.sum())
@@ -382,7 +386,7 @@ def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box():
     assert validate_solid(result.solid) == []
     assert_closed_outward(result.solid)
     tops = [s for s in roof_surfaces_of(result.solid) if abs(s.rings[0][:, 2].mean() - top) < 0.1]
-    assert len(tops) == 1 and 0.8 < surface_area(tops[0]) < 2.6
+    assert len(tops) == 1 and top_area[0] < surface_area(tops[0]) < top_area[1]
     field = rasterize(points, house.footprint, 0.5, dominant_angle(house.footprint))
     no_boxes = Lod2Config(superstructure_min_area_m2=100.0, superstructure_max_area_m2=100.0)
     without = reconstruct_lod2(points, np.empty((0, 3)), house.footprint, 0.0, field, 0.0, no_boxes)
