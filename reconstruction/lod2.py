@@ -15,7 +15,7 @@ import shapely
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces
 from reconstruction.heightfield import Heightfield, rasterize
-from reconstruction.partition import RoofSamples, arrangement, label_faces, roof_faces
+from reconstruction.partition import RoofSamples, arrangement, face_adjacency, label_faces, roof_faces
 from reconstruction.planes import RoofPlane, detect_planes
 from reconstruction.quality import face_attributes
 from reconstruction.roof_lines import plane_label_grid, roof_lines
@@ -102,9 +102,10 @@ def _roof_solid(
 ) -> tuple[Solid, list[RoofFace]]:
     """The footprint cut by `segments`, its faces labelled with `planes`, as a valid solid."""
     faces = arrangement(footprint, segments)
-    labels = label_faces(faces, planes, samples, footprint, ground_z, config)
+    edges = face_adjacency(faces)
+    labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config)
     for _ in range(PINCH_REPAIRS + 1):
-        merged = roof_faces(faces, labels, planes, config)
+        merged = roof_faces(faces, edges, labels, planes, config)
         if not merged:
             raise Lod2Failure("the partition left no roof face")
         merged = [RoofFace(f.polygon, f.plane, face_attributes(f.plane)) for f in merged]

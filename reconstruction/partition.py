@@ -68,14 +68,15 @@ def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> 
 
 def label_faces(
     faces: list[shapely.Polygon],
+    edges: FaceEdges,
     planes: list[Plane],
     samples: RoofSamples,
     footprint: shapely.Polygon,
     ground_z: float,
     config: Lod2Config,
 ) -> np.ndarray:
-    """The label of each face: an index into `planes`, or GROUND."""
-    edges = _adjacency(faces)
+    """The label of each face: an index into `planes`, or GROUND; `edges` are the faces'
+    `face_adjacency`."""
     costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
@@ -91,9 +92,11 @@ def label_faces(
     return np.where(labels == len(planes), GROUND, labels)
 
 
-def roof_faces(faces: list[shapely.Polygon], labels: np.ndarray, planes: list[Plane], config: Lod2Config) -> list[RoofFace]:
+def roof_faces(
+    faces: list[shapely.Polygon], edges: FaceEdges, labels: np.ndarray, planes: list[Plane], config: Lod2Config
+) -> list[RoofFace]:
     """Faces with the same plane merged; slivers under `min_face_area_m2` given to a neighbour."""
-    labels = _absorb_slivers(faces, _adjacency(faces), labels, config.min_face_area_m2)
+    labels = _absorb_slivers(faces, edges, labels, config.min_face_area_m2)
     result = []
     for label in sorted(set(labels.tolist()) - {GROUND}):
         # The faces of an arrangement tile the footprint edge to edge: a coverage, which
@@ -109,7 +112,7 @@ def roof_faces(faces: list[shapely.Polygon], labels: np.ndarray, planes: list[Pl
 
 
 @dataclass(frozen=True, eq=False)
-class _Edges:
+class FaceEdges:
     """Pairs of faces sharing boundary (i < j), with the shared length."""
 
     i: np.ndarray
@@ -119,7 +122,7 @@ class _Edges:
     """Per face, whether part of its boundary is the footprint's outline."""
 
 
-def _adjacency(faces: list[shapely.Polygon]) -> _Edges:
+def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
     """Faces of an arrangement share whole segments (the linework was noded), so
     neighbours are found by matching segments, all at once."""
     starts, ends, owners = [], [], []
@@ -146,10 +149,10 @@ def _adjacency(faces: list[shapely.Polygon]) -> _Edges:
     distinct = i != j
     pairs = np.column_stack([i[distinct], j[distinct]])
     if len(pairs) == 0:
-        return _Edges(np.empty(0, int), np.empty(0, int), np.empty(0), on_outline)
+        return FaceEdges(np.empty(0, int), np.empty(0, int), np.empty(0), on_outline)
     unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
     summed = np.bincount(inverse.reshape(-1), weights=length[first][distinct])
-    return _Edges(unique_pairs[:, 0], unique_pairs[:, 1], summed, on_outline)
+    return FaceEdges(unique_pairs[:, 0], unique_pairs[:, 1], summed, on_outline)
 
 
 def _data_costs(faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config) -> np.ndarray:
@@ -172,13 +175,13 @@ def _data_costs(faces, planes, samples: RoofSamples, on_outline: np.ndarray, gro
     return costs
 
 
-def _energy(costs: np.ndarray, edges: _Edges, labels: np.ndarray, smoothness: float) -> float:
+def _energy(costs: np.ndarray, edges: FaceEdges, labels: np.ndarray, smoothness: float) -> float:
     data = float(costs[np.arange(len(labels)), labels].sum())
     cut = labels[edges.i] != labels[edges.j]
     return data + smoothness * float(edges.length[cut].sum())
 
 
-def _expand(costs: np.ndarray, edges: _Edges, labels: np.ndarray, alpha: int, smoothness: float) -> np.ndarray:
+def _expand(costs: np.ndarray, edges: FaceEdges, labels: np.ndarray, alpha: int, smoothness: float) -> np.ndarray:
     """One alpha-expansion move: the best labelling where faces keep their label or take alpha.
 
     Binary variable per face: 0 keeps its label (source side), 1 takes alpha (sink side).
@@ -209,7 +212,7 @@ def _expand(costs: np.ndarray, edges: _Edges, labels: np.ndarray, alpha: int, sm
     return np.where(takes_alpha, alpha, labels)
 
 
-def _absorb_slivers(faces, edges: _Edges, labels: np.ndarray, min_area: float) -> np.ndarray:
+def _absorb_slivers(faces, edges: FaceEdges, labels: np.ndarray, min_area: float) -> np.ndarray:
     """Regions of one label smaller than `min_area` take the label they share most edge with."""
     labels = labels.copy()
     areas = np.array([f.area for f in faces])
