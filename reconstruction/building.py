@@ -124,6 +124,7 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
             raise ExtrusionError(f"a LOD1.3 part's roof ({part.height:.2f} m) is not above the ground")
     lod13_solids = [extrude_flat(part.polygon, ground.height, part.height) for part in parts]
     lod22, lod22_faces, lod2_failure = _lod22(inputs, ground.height, heightfield, roof, lod12, config)
+    validity_lod12 = validate_solid(lod12)
 
     attributes.update(
         height_lod12=round(roof.lod1 - ground.height, 3),
@@ -131,9 +132,10 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
         volume_lod13=round(sum(solid_volume(s) for s in lod13_solids), 3),
         volume_lod22=round(solid_volume(lod22), 3),
         lod13_part_count=len(parts),
-        validity_lod12=validate_solid(lod12),
+        validity_lod12=validity_lod12,
         validity_lod13=validate_parts(lod13_solids),
-        validity_lod22=validate_solid(lod22),
+        # LOD2.2 reconstruction returns only solids that pass the same validation.
+        validity_lod22=validity_lod12 if lod2_failure else [],
         rmse_lod12=_rounded(quality.prism_rmse(inputs.roof_points, [(polygon, ground.height, roof.lod1)])),
         rmse_lod13=_rounded(
             quality.prism_rmse(inputs.roof_points, [(part.polygon, ground.height, part.height) for part in parts])
