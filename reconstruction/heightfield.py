@@ -57,6 +57,23 @@ class Heightfield:
     def to_map(self, geometry: shapely.Geometry) -> shapely.Geometry:
         return shapely.transform(geometry, lambda uv: uv @ rotation(self.angle))
 
+    def of(self, points: np.ndarray) -> "Heightfield":
+        """The heightfield of `points` (n, 3) on this grid over the same footprint."""
+        nu, nv = self.heights.shape
+        heights = np.full((nu, nv), np.nan)
+        spread = np.full((nu, nv), np.nan)
+        if len(points):
+            i, j = self.cell_indices(points[:, :2])
+            keys = i * nv + j
+            order = np.lexsort((points[:, 2], keys))
+            sorted_keys, z = keys[order], points[order, 2]
+            unique, start, count = np.unique(sorted_keys, return_index=True, return_counts=True)
+            heights.reshape(-1)[unique] = 0.5 * (z[start + (count - 1) // 2] + z[start + count // 2])
+            spread.reshape(-1)[unique] = z[start + count - 1] - z[start]
+        heights[~self.covered] = np.nan
+        spread[~self.covered] = np.nan
+        return Heightfield(self.angle, self.u0, self.v0, self.cell, heights, spread, self.covered, self.inside)
+
     def data_heights(self, mask: np.ndarray | None = None) -> np.ndarray:
         selected = np.isfinite(self.heights) & (self.inside if mask is None else mask)
         return self.heights[selected]
@@ -77,17 +94,5 @@ def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle
     covered = shapely.intersects(local, boxes) & ~shapely.touches(local, boxes)
     inside = shapely.contains_xy(local, u0 + (iu + 0.5) * cell, v0 + (iv + 0.5) * cell)
 
-    heights = np.full((nu, nv), np.nan)
-    spread = np.full((nu, nv), np.nan)
-    if len(points):
-        i, j = Heightfield(angle, float(u0), float(v0), cell, heights, spread, covered, inside).cell_indices(points[:, :2])
-        keys = i * nv + j
-        order = np.lexsort((points[:, 2], keys))
-        sorted_keys, z = keys[order], points[order, 2]
-        unique, start, count = np.unique(sorted_keys, return_index=True, return_counts=True)
-        median = 0.5 * (z[start + (count - 1) // 2] + z[start + count // 2])
-        heights.reshape(-1)[unique] = median
-        spread.reshape(-1)[unique] = z[start + count - 1] - z[start]
-    heights[~covered] = np.nan
-    spread[~covered] = np.nan
-    return Heightfield(angle, float(u0), float(v0), cell, heights, spread, covered, inside)
+    empty = np.full((nu, nv), np.nan)
+    return Heightfield(angle, float(u0), float(v0), cell, empty, empty, covered, inside).of(points)

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces
-from reconstruction.heightfield import Heightfield, rasterize
+from reconstruction.heightfield import Heightfield
 from reconstruction.partition import RoofSamples, arrangement, face_adjacency, label_faces, roof_faces
 from reconstruction.planes import RoofPlane, detect_planes
 from reconstruction.quality import face_attributes
@@ -73,7 +73,7 @@ def reconstruct_lod2(
     lines = roof_lines(field, label_grid, planes, footprint, origin, config)
     reach = float(np.hypot(*np.subtract(footprint.bounds[2:], footprint.bounds[:2]))) + 10.0
     segments = [line.segment(origin, reach) for line in lines]
-    samples = _samples(field, roof_points, inner_ground_points, footprint)
+    samples = _samples(field, inner_ground_points)
     plane_list = [p.plane for p in planes]
     solid, faces = _roof_solid(footprint, segments, plane_list, samples, ground_z, config)
     boxes = superstructures(field, faces, config)
@@ -148,16 +148,16 @@ def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.nd
     return labels
 
 
-def _samples(field: Heightfield, roof_points, inner_ground_points, footprint) -> RoofSamples:
+def _samples(field: Heightfield, inner_ground_points: np.ndarray) -> RoofSamples:
     """Roof heights per cell, and ground heights in cells with ground but no roof points."""
     has_roof = np.isfinite(field.heights) & field.covered
     cells = np.argwhere(has_roof)
     xy = field.cell_centres(cells)
     z = field.heights[has_roof]
     if len(inner_ground_points):
-        ground_field = rasterize(inner_ground_points, footprint, field.cell, field.angle)
+        ground_field = field.of(inner_ground_points)
         open_ground = np.isfinite(ground_field.heights) & ~has_roof & field.covered
-        if ground_field.heights.shape == field.heights.shape and open_ground.any():
+        if open_ground.any():
             ground_cells = np.argwhere(open_ground)
             xy = np.vstack([xy, field.cell_centres(ground_cells)])
             z = np.concatenate([z, ground_field.heights[open_ground]])
