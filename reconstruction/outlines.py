@@ -33,6 +33,8 @@ SPLIT_SNAP_DEG = 15.0
 """Pieces within this angle of the outline's main directions are turned onto them..."""
 FREE_PIECE_M = 2.0
 """... and others are kept only when this long."""
+OUTLINE_CLEARANCE_M = 0.1
+"""A split line's ends go this far past the outline, so that it cuts cleanly."""
 MAX_SPLIT_SHIFT_M = 1.5
 """A piece moves at most this far across from the grid's line."""
 MIN_SIDE_POINTS = 10
@@ -253,8 +255,11 @@ def _straightened_splits(
             height_a = side_heights[a][cell_i[near], cell_j[near]]
             height_b = side_heights[b][cell_i[near], cell_j[near]]
             rise = points[near, 2] - np.minimum(height_a, height_b)
+            pair = shapely.union(parts[a], parts[b])
             course = _fitted_course(shared, points[near, :2], rise, field.angle)
-            pieces = list(shapely.get_parts(split(shapely.union(parts[a], parts[b]), course)))
+            pieces = list(shapely.get_parts(split(pair, course)))
+            if len(pieces) == 1:
+                pieces = list(shapely.get_parts(split(pair, _reaching(course, pair))))
             if len(pieces) != 2 or any(p.geom_type != "Polygon" for p in pieces):
                 continue
             first, second = sorted(pieces, key=lambda p: -p.intersection(parts[a]).area)
@@ -321,6 +326,25 @@ def _fitted_course(
     d, _, p = lines[-1]
     vertices.append(p + d * ((last_end - p) @ d + reach_on))
     return shapely.LineString(vertices)
+
+
+def _reaching(course: shapely.LineString, outline: shapely.Polygon) -> shapely.LineString:
+    """The course with each end that stops inside the outline carried on, straight, to
+    just past where it leaves it: a piece moved across near an end can meet a slanting
+    outline farther on than the split line did, and then cuts nothing."""
+    coords = np.asarray(course.coords)
+    reach = float(np.hypot(*np.subtract(outline.bounds[2:], outline.bounds[:2])))
+    for end, before in ((0, 1), (-1, -2)):
+        if not outline.contains(shapely.Point(coords[end])):
+            continue
+        direction = coords[end] - coords[before]
+        direction /= np.hypot(*direction)
+        ray = shapely.LineString([coords[end], coords[end] + direction * reach])
+        exits = shapely.get_coordinates(ray.intersection(outline.boundary))
+        if len(exits):
+            nearest = exits[np.argmin(np.hypot(*(exits - coords[end]).T))]
+            coords[end] = nearest + direction * OUTLINE_CLEARANCE_M
+    return shapely.LineString(coords)
 
 
 def _separating_offset(s: np.ndarray, rise: np.ndarray) -> float:

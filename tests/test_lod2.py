@@ -369,6 +369,22 @@ def test_outlines_give_an_overhanging_higher_roof_to_the_higher_building(turn_de
     assert np.mean(shapely.contains_xy(lower, points[on_high, 0], points[on_high, 1])) < 0.005
 
 
+def test_a_split_line_ending_inside_a_slanting_outline_is_carried_on_to_cut_it():
+    """A split line moved across near its end can stop short of an outline that slants
+    away: it is carried on, straight, to just past the outline, and then cuts."""
+    from reconstruction.outlines import OUTLINE_CLEARANCE_M, _reaching
+    from shapely.ops import split
+
+    outline = shapely.Polygon([(0, 0), (30, 0), (30, 10), (14, 10), (10, 16), (0, 16)])
+    course = shapely.LineString([(12.0, -2.0), (12.0, 12.0)])  # stops under the slanting edge
+    assert len(shapely.get_parts(split(outline, course))) == 1
+    carried = _reaching(course, outline)
+    assert np.allclose(carried.coords[0], (12.0, -2.0))  # an end already outside stays
+    end = np.asarray(carried.coords[-1])
+    assert end[0] == pytest.approx(12.0) and end[1] == pytest.approx(13.0 + OUTLINE_CLEARANCE_M)
+    assert len(shapely.get_parts(split(outline, carried))) == 2
+
+
 @pytest.mark.parametrize(
     "width, depth, turn_deg, top_area",
     [(1.2, 1.2, 20.0, (0.8, 2.6)), (1.0, 0.5, 20.0, (0.4, 0.8))],  # a chimney; a vent half a square metre
