@@ -141,23 +141,22 @@ def _region_height(mask: np.ndarray, heights: np.ndarray, filled: np.ndarray, co
 def _merge_regions(
     labels: np.ndarray, heights: np.ndarray, filled: np.ndarray, cell: float, config: Lod1Config
 ) -> np.ndarray:
-    """Merges small or narrow regions, then neighbours closer in height than a step, closest first."""
+    """Merges small or narrow regions, then neighbours closer in height than a step, closest
+    first. After each merge only the merged region's height, size and shape are measured
+    again, and the neighbour pairs renamed: the others have not changed."""
     erosion = max(1, int(round(MIN_PART_WIDTH_M / 2 / cell)))
-    while True:
-        regions = np.unique(labels[labels >= 0])
-        if len(regions) <= 1:
-            return labels
-        height = {k: _region_height(labels == k, heights, filled, config) for k in regions}
-        area = {k: float((labels == k).sum()) * cell**2 for k in regions}
-        pairs = _adjacent_pairs(labels)
-        if not pairs:
-            return labels
-        small = [
-            k
-            for k in regions
-            if area[k] < config.min_part_area_m2
-            or not ndimage.binary_erosion(labels == k, iterations=erosion).any()
-        ]
+
+    def narrow(mask: np.ndarray) -> bool:
+        return not ndimage.binary_erosion(mask, iterations=erosion).any()
+
+    regions = np.unique(labels[labels >= 0]).tolist()
+    height = {k: _region_height(labels == k, heights, filled, config) for k in regions}
+    cells = {k: int((labels == k).sum()) for k in regions}
+    thin = {k: narrow(labels == k) for k in regions}
+    pairs = set(_adjacent_pairs(labels))
+    while len(height) > 1 and pairs:
+        area = {k: float(count) * cell**2 for k, count in cells.items()}
+        small = [k for k in height if area[k] < config.min_part_area_m2 or thin[k]]
         if small:
             k = min(small, key=lambda r: (area[r], r))
             neighbours = [b if a == k else a for a, b in pairs if k in (a, b)]
@@ -170,6 +169,14 @@ def _merge_regions(
                 return labels
             k, target = (a, b) if area[a] < area[b] else (b, a)
         labels = np.where(labels == k, target, labels)
+        merged = labels == target
+        height[target] = _region_height(merged, heights, filled, config)
+        cells[target] += cells.pop(k)
+        thin[target] = narrow(merged)
+        del height[k], thin[k]
+        renamed = ((target if a == k else a, target if b == k else b) for a, b in pairs)
+        pairs = {(min(a, b), max(a, b)) for a, b in renamed if a != b}
+    return labels
 
 
 def _adjacent_pairs(labels: np.ndarray) -> list[tuple[int, int]]:
