@@ -184,10 +184,15 @@ def _grow_regions(points, normals, variation, neighbours, config: Lod2Config) ->
                 centre, normal = _plane(points[np.concatenate(members)])
                 fitted_size = size
         if size < config.min_plane_points:
-            labels[np.concatenate(members)] = -1
+            # Its points seed no region again: from inside the same patch, bounded by the
+            # same edges, they would grow it again, which made nearly all the growing steps
+            # on city roofs (chimneys, equipment, vegetation). They may still join a region.
+            failed = np.concatenate(members)
+            labels[failed] = -1
+            seeds = seeds[~np.isin(seeds, failed)]
         else:
             next_label += 1
-            seeds = seeds[labels[seeds] == -1]  # only a kept region takes seeds away
+            seeds = seeds[labels[seeds] == -1]
     return labels
 
 
