@@ -29,6 +29,7 @@ from twin.config import Lod2Config
 
 GROUND = -1
 ARRANGEMENT_GRID_M = 0.01
+LINE_MARGIN_M = 1.0
 MIN_ROOF_CLEARANCE_M = 0.3
 _FORBIDDEN = 1e9
 _MAX_SWEEPS = 6
@@ -50,15 +51,18 @@ class RoofSamples:
 def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> list[shapely.Polygon]:
     """The faces into which `lines` (long enough to cross it) cut `footprint`, tiling it.
 
-    The lines are noded with the outline whole, not clipped first: a clipped line's end
-    is computed, may miss the outline by a rounding error, and would then dangle. The
+    The lines are noded with the outline whole, not clipped to it first: a clipped line's
+    end is computed, may miss the outline by a rounding error, and would then dangle (they
+    are only cut short a metre outside it, where nothing they cross matters). The
     lines are noded among themselves with snap-rounding to `ARRANGEMENT_GRID_M`, so lines
     meeting at nearly one point (hips reaching a ridge's end) meet at exactly one instead
     of leaving slivers. With the outline, they are noded on the solid's millimetre grid:
     the faces then share their vertices exactly, where noding in floating point leaves
     crossings a fraction of a millimetre from outline corners that the solid's grid
     would tear apart."""
-    noded_lines = shapely.union_all(lines, grid_size=ARRANGEMENT_GRID_M)
+    # Their crossings farther out, half of them on large roofs, would be noded for nothing.
+    near = footprint.buffer(LINE_MARGIN_M)
+    noded_lines = shapely.union_all(shapely.intersection(lines, near), grid_size=ARRANGEMENT_GRID_M)
     noded = shapely.union_all([footprint.boundary, noded_lines], grid_size=SNAP_M)
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(noded)))
     shapely.prepare(footprint)
@@ -80,13 +84,21 @@ def label_faces(
     costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
+    # A move depends only on the labels: one that failed needs no second try until some
+    # other move has changed them.
+    moves, last_change, last_failed = 0, 0, np.full(costs.shape[1], -1)
     for _ in range(_MAX_SWEEPS):
         improved = False
         for alpha in range(costs.shape[1]):
+            if last_failed[alpha] >= last_change:
+                continue
+            moves += 1
             candidate = _expand(costs, edges, labels, alpha, config.smoothness)
             candidate_energy = _energy(costs, edges, candidate, config.smoothness)
             if candidate_energy < energy - 1e-9:
-                labels, energy, improved = candidate, candidate_energy, True
+                labels, energy, improved, last_change = candidate, candidate_energy, True, moves
+            else:
+                last_failed[alpha] = moves
         if not improved:
             break
     return np.where(labels == len(planes), GROUND, labels)
