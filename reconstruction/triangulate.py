@@ -54,6 +54,15 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     return vertices, triangles
 
 
+def triangle_widths(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Each triangle's height over its longest side: near 0 for a sliver whose corners lie
+    on one line but for rounding."""
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    doubled_area = np.linalg.norm(cross_rows(b - a, c - a), axis=1)
+    longest = np.max([np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1)], axis=0)
+    return doubled_area / np.maximum(longest, 1e-9)
+
+
 def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     """One mesh for a solid, with the vertices shared between its surfaces merged."""
     surfaces = solid.surfaces

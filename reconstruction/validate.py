@@ -26,7 +26,7 @@ import numpy as np
 import shapely
 
 from reconstruction.geometry import cross_rows, solid_origin
-from reconstruction.triangulate import triangulate_surface
+from reconstruction.triangulate import triangle_widths, triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
 SNAP_TOLERANCE_M = 0.001
@@ -282,12 +282,10 @@ def _normals_deviate(surface: Surface, normal: np.ndarray) -> bool:
     grid their normals are noise, not a sign of a warped polygon.
     """
     vertices, triangles = triangulate_surface(surface)
-    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    sound = triangles[triangle_widths(vertices, triangles) > SLIVER_WIDTH_M]
+    a, b, c = (vertices[sound[:, k]] for k in range(3))
     normals = cross_rows(b - a, c - a)
-    doubled_area = np.linalg.norm(normals, axis=1)
-    longest = np.max([np.linalg.norm(b - a, axis=1), np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1)], axis=0)
-    sound = doubled_area > SLIVER_WIDTH_M * np.maximum(longest, 1e-9)
-    cosines = (normals[sound] @ normal) / doubled_area[sound]
+    cosines = (normals @ normal) / np.linalg.norm(normals, axis=1)
     return bool(np.any(cosines < np.cos(np.radians(PLANARITY_NORMALS_DEG))))
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pygltflib as gltf
 
 from exporters.texture_atlas import encode_jpeg, pack_atlas
-from reconstruction.triangulate import triangulate_surface
+from reconstruction.triangulate import triangle_widths, triangulate_surface
 from twin.heights import HeightTransform, geodetic_to_ecef
 from twin.model import Solid, SurfaceKind, SurfaceTexture
 
@@ -104,6 +104,9 @@ def tile_mesh(
             vertices, triangles = surface.rings[0], QUAD_TRIANGLES
         else:
             vertices, triangles = triangulate_surface(surface)  # the rings' vertices, in order
+            # A sliver narrower than the solids' millimetre grid shows nothing, and which way
+            # it faces is rounding that quantization can turn over.
+            triangles = triangles[triangle_widths(vertices, triangles) >= MIN_TRIANGLE_WIDTH_M]
         if not len(triangles):
             continue
         if texture is None:
@@ -154,6 +157,7 @@ def tile_mesh(
 
 
 QUAD_TRIANGLES = np.array([[0, 1, 2], [0, 2, 3]])
+MIN_TRIANGLE_WIDTH_M = 0.001
 
 
 def _convex_quads(surfaces) -> set[int]:
