@@ -156,6 +156,7 @@ def _grow_regions(points, normals, variation, neighbours, config: Lod2Config) ->
     neighbour's, which would let normals turning gradually over a hip chain two planes).
     Each step adds a whole frontier at once; the plane is refitted as the region grows."""
     labels = np.full(len(points), -1)
+    spent = np.zeros(len(points), dtype=bool)
     cos_limit = np.cos(np.radians(config.normal_angle_deg))
     seeds = np.flatnonzero(variation <= config.max_surface_variation)
     seeds = seeds[np.argsort(variation[seeds], kind="stable")]
@@ -189,7 +190,8 @@ def _grow_regions(points, normals, variation, neighbours, config: Lod2Config) ->
             # on city roofs (chimneys, equipment, vegetation). They may still join a region.
             failed = np.concatenate(members)
             labels[failed] = -1
-            seeds = seeds[~np.isin(seeds, failed)]
+            spent[failed] = True
+            seeds = seeds[~spent[seeds]]
         else:
             next_label += 1
             seeds = seeds[labels[seeds] == -1]
