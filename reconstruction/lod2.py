@@ -128,9 +128,10 @@ def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.nd
     covering the least area there gives its faces to the neighbouring label they share
     most edge with, which breaks the alternation at the least cost to the roof's shape."""
     labels = labels.copy()
+    face_array = np.asarray(faces, dtype=object)
     for edge in edges:
         point = shapely.Point(edge[0][:2])
-        around = [k for k, face in enumerate(faces) if face.distance(point) < 0.002]
+        around = np.flatnonzero(shapely.distance(face_array, point) < 0.002).tolist()
         groups: dict[int, list[int]] = {}
         for k in around:
             groups.setdefault(int(labels[k]), []).append(k)

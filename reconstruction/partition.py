@@ -109,11 +109,12 @@ def roof_faces(
 ) -> list[RoofFace]:
     """Faces with the same plane merged; slivers under `min_face_area_m2` given to a neighbour."""
     labels = _absorb_slivers(faces, edges, labels, config.min_face_area_m2)
+    face_array = np.asarray(faces, dtype=object)
     result = []
     for label in sorted(set(labels.tolist()) - {GROUND}):
         # The faces of an arrangement tile the footprint edge to edge: a coverage, which
         # merges without the overlay a general union runs.
-        merged = shapely.coverage_union_all([f for f, l in zip(faces, labels) if l == label])
+        merged = shapely.coverage_union_all(face_array[labels == label])
         # On the millimetre grid (where the solid's vertices go anyway) GEOS drops
         # repeated and collinear vertices and keeps the faces valid.
         snapped = shapely.set_precision(merged.simplify(0.0), 0.001)
