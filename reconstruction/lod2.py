@@ -104,6 +104,7 @@ def _roof_solid(
     faces = arrangement(footprint, segments)
     edges = face_adjacency(faces)
     labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config)
+    tried = {labels.tobytes()}
     for _ in range(PINCH_REPAIRS + 1):
         merged = roof_faces(faces, edges, labels, planes, config)
         if not merged:
@@ -116,17 +117,25 @@ def _roof_solid(
         errors = validate_solid(solid)
         if errors != [303]:
             break
-        labels = _unpinch(faces, labels, overused_edges(solid))
+        pinches = overused_edges(solid)
+        repaired = _unpinch(faces, labels, pinches, whole=False)
+        if repaired.tobytes() in tried:
+            # Repairing one pinch remade another that was repaired before: around each
+            # pinch, every face now takes the label that covers most of it.
+            repaired = _unpinch(faces, labels, pinches, whole=True)
+        labels = repaired
+        tried.add(labels.tobytes())
     if errors:
         raise Lod2Failure(f"the LOD2.2 solid is invalid (val3dity codes {errors})")
     return solid, merged
 
 
-def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.ndarray], whole: bool) -> np.ndarray:
     """Removes pinches: faces meeting at a point with heights alternating around it make
     the solid touch itself along a vertical edge there. Around each such point, the label
     covering the least area there gives its faces to the neighbouring label they share
-    most edge with, which breaks the alternation at the least cost to the roof's shape."""
+    most edge with, which breaks the alternation at the least cost to the roof's shape;
+    or, when `whole`, all the faces there take the label covering the most area."""
     labels = labels.copy()
     face_array = np.asarray(faces, dtype=object)
     for edge in edges:
@@ -136,6 +145,9 @@ def _unpinch(faces: list[shapely.Polygon], labels: np.ndarray, edges: list[np.nd
         for k in around:
             groups.setdefault(int(labels[k]), []).append(k)
         if len(groups) < 2:
+            continue
+        if whole:
+            labels[around] = max(groups, key=lambda label: (sum(faces[k].area for k in groups[label]), -label))
             continue
         weakest = min(groups, key=lambda label: (sum(faces[k].area for k in groups[label]), label))
         shared: dict[int, float] = {}

@@ -272,6 +272,7 @@ def real_runs(shared_data):
         "montpellier": twin.build(points=montpellier),
         "alps": twin.build(points=[lidar / "edge-cases/single_building_alps.laz"]),
         "bridge": twin.build(points=[lidar / "edge-cases/bridge.laz"]),
+        "ensg": twin.build(points=[lidar / "champs-sur-marne/ensg_campus.laz"]),
     }
 
 
@@ -285,12 +286,15 @@ def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, sha
         assert_closed_outward(b.lods["2.2"], b.id)
     # Lines passing by outline corners once left faces a millimetre apart that made no solid.
     assert [b.id for run in real_runs.values() for b in run.buildings if "do not make a solid" in b.reason] == []
+    # On the campus's large roofs, repairing one pinch once remade another, back and forth,
+    # until the building fell back to a block.
+    assert [b.reason for b in real_runs["ensg"].buildings if "LOD2.2 is a LOD1.2 block" in b.reason] == []
     # With footprints, LoD2.2 fits the points closely.
     with_footprints = [b.attributes["rmse_lod22"] for b in real_runs["bdtopo"].buildings if b.lods]
     assert np.median(with_footprints) <= 0.20
     # Without them (outlines from the points, city-centre roofs with equipment), looser.
     derived = [b.attributes["rmse_lod22"] for key in ("montpellier", "alps") for b in real_runs[key].buildings]
-    assert np.median(derived) <= 0.30
+    assert np.median(derived) <= 0.25
     # No building lost: every cluster of building points lies in some outline.
     for path in sorted((shared_data / "lidarhd/montpellier").iterdir()):
         las = laspy.read(path)

@@ -165,7 +165,7 @@ class Lod2Config:
     """Shorter outline pieces are not roof lines."""
     max_lines: int = 150
     """Most roof lines kept per building (the best supported)."""
-    smoothness: float = 0.15
+    smoothness: float = 0.07
     """Weight of boundary length (m) against misfit volume (m3) in the face labelling."""
     misfit_cap_m: float = 3.0
     """A cell's misfit to a plane counts at most this much (robust to trees and outliers)."""
