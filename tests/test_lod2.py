@@ -305,34 +305,52 @@ def test_real_lidar_hd_gives_valid_lod22_without_losing_buildings(real_runs, sha
     assert real_runs["bridge"].buildings == () or all(b.footprint.area < 50 for b in real_runs["bridge"].buildings)
 
 
+SPLIT_ORIGIN = np.array([652000.0, 6862000.0])
+
+
+def _jittered_roof(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of a 30 m x 12 m roof scanned every 0.3 m, jittered, in its own frame."""
+    u, v = np.meshgrid(np.arange(0.1, 30, 0.3), np.arange(0.1, 12, 0.3), indexing="ij")
+    return (u + rng.uniform(-0.1, 0.1, u.shape)).ravel(), (v + rng.uniform(-0.1, 0.1, v.shape)).ravel()
+
+
+def _turned(local: np.ndarray, turn_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points (n, 3) turned by `turn_deg` and moved into Lambert-93, and the turn."""
+    angle = np.radians(turn_deg)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return np.column_stack([local[:, :2] @ turn.T + SPLIT_ORIGIN, local[:, 2]]), turn
+
+
+def _split_in_two(points: np.ndarray) -> tuple[shapely.Polygon, shapely.Polygon, np.ndarray]:
+    """The two outlines of `points`, the one holding the first point first, and the ends of
+    the straight line between them."""
+    from reconstruction.outlines import building_outlines
+    from twin.config import OutlineConfig
+
+    outlines = [polygon for _, polygon in building_outlines(points, OutlineConfig())]
+    assert len(outlines) == 2
+    first, second = sorted(outlines, key=lambda p: p.centroid.distance(shapely.Point(points[0, :2])))
+    shared = shapely.line_merge(first.boundary.intersection(second.boundary))
+    assert shared.geom_type == "LineString" and len(shared.coords) == 2, shared.wkt  # straight
+    return first, second, np.asarray(shared.coords)
+
+
 @pytest.mark.parametrize("turn_deg", [0.0, 17.0, 38.0])
 def test_outlines_split_adjoining_buildings_at_the_higher_ones_wall(turn_deg):
     """A 20 m block against a 12 m one, with points on the higher one's wall above the
     lower roof: the split line is one straight line along the wall, whatever the grid."""
-    from reconstruction.outlines import building_outlines
-    from twin.config import OutlineConfig
-
     rng = np.random.default_rng(7)
-    spacing = 0.3
-    u, v = np.meshgrid(np.arange(0.1, 30, spacing), np.arange(0.1, 12, spacing), indexing="ij")
-    u, v = (u + rng.uniform(-0.1, 0.1, u.shape)).ravel(), (v + rng.uniform(-0.1, 0.1, v.shape)).ravel()
+    u, v = _jittered_roof(rng)
     wall_u = 12.37  # off the outline grid's cell edges
     roofs = np.column_stack([u, v, np.where(u < wall_u, 20.0, 12.0) + rng.normal(0, 0.03, u.size)])
-    wall_v, wall_z = np.meshgrid(np.arange(0.1, 12, spacing), np.arange(12.5, 20, spacing))
+    wall_v, wall_z = np.meshgrid(np.arange(0.1, 12, 0.3), np.arange(12.5, 20, 0.3))
     wall = np.column_stack([wall_u + rng.normal(0, 0.05, wall_v.size), wall_v.ravel(), wall_z.ravel()])
-    local = np.vstack([roofs, wall])
-    angle = np.radians(turn_deg)
-    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    points = np.column_stack([local[:, :2] @ turn.T + [652000.0, 6862000.0], local[:, 2]])
+    points, turn = _turned(np.vstack([roofs, wall]), turn_deg)
 
-    outlines = [polygon for _, polygon in building_outlines(points, OutlineConfig())]
-    assert len(outlines) == 2
-    high, low = sorted(outlines, key=lambda p: p.centroid.distance(shapely.Point(points[0, :2])))
-    shared = shapely.line_merge(high.boundary.intersection(low.boundary))
-    assert shared.geom_type == "LineString" and len(shared.coords) == 2, shared.wkt  # straight
+    _, low, ends = _split_in_two(points)
     # Along the wall, on the lower building's side: past the spread of the wall's points
     # (they go with the higher building's wall) and `WALL_SPREAD_M` further.
-    across = (np.asarray(shared.coords) - [652000.0, 6862000.0]) @ turn[:, 0] - wall_u
+    across = (ends - SPLIT_ORIGIN) @ turn[:, 0] - wall_u
     assert (across > 0).all() and (across < 0.4).all(), across
     # The higher building's roof and wall points stay out of the lower one.
     above = points[:, 2] > 13.0
@@ -345,29 +363,17 @@ def test_outlines_give_an_overhanging_higher_roof_to_the_higher_building(turn_de
     as densely as the overhang itself: the split line runs past the overhang's edge, for
     the higher roof's points left in the lower building would be 8 m off its model, and
     the lower roof's points under the overhang lie against the higher building's wall."""
-    from reconstruction.outlines import building_outlines
-    from twin.config import OutlineConfig
-
     rng = np.random.default_rng(11)
-    spacing = 0.3
-    u, v = np.meshgrid(np.arange(0.1, 30, spacing), np.arange(0.1, 12, spacing), indexing="ij")
-    u, v = (u + rng.uniform(-0.1, 0.1, u.shape)).ravel(), (v + rng.uniform(-0.1, 0.1, v.shape)).ravel()
+    u, v = _jittered_roof(rng)
     wall_u, overhang = 12.37, 0.6
     high = u < wall_u + overhang
     under = (u >= wall_u) & high
     roofs = np.column_stack([u, v, np.where(high, 20.0, 12.0) + rng.normal(0, 0.03, u.size)])
     seen_under = np.column_stack([u[under] + 0.05, v[under] + 0.05, 12.0 + rng.normal(0, 0.03, under.sum())])
-    local = np.vstack([roofs, seen_under])
-    angle = np.radians(turn_deg)
-    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    points = np.column_stack([local[:, :2] @ turn.T + [652000.0, 6862000.0], local[:, 2]])
+    points, turn = _turned(np.vstack([roofs, seen_under]), turn_deg)
 
-    outlines = [polygon for _, polygon in building_outlines(points, OutlineConfig())]
-    assert len(outlines) == 2
-    higher, lower = sorted(outlines, key=lambda p: p.centroid.distance(shapely.Point(points[0, :2])))
-    shared = shapely.line_merge(higher.boundary.intersection(lower.boundary))
-    assert shared.geom_type == "LineString" and len(shared.coords) == 2, shared.wkt
-    across = (np.asarray(shared.coords) - [652000.0, 6862000.0]) @ turn[:, 0] - (wall_u + overhang)
+    _, lower, ends = _split_in_two(points)
+    across = (ends - SPLIT_ORIGIN) @ turn[:, 0] - (wall_u + overhang)
     assert (across > 0).all() and (across < 0.4).all(), across
     on_high = points[:, 2] > 16.0
     assert np.mean(shapely.contains_xy(lower, points[on_high, 0], points[on_high, 1])) < 0.005
