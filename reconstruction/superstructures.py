@@ -8,6 +8,10 @@ directions, with a flat top at the median height of its cells. The caller adds i
 to the roof lines and its top to the planes and partitions again, so that the labelling
 weighs each box against the roof beneath, as any other face: a low or slender one, whose
 misfit costs less than its outline, stays roof.
+
+A superstructure stands above the roof all around it. Cells straddling a step between two
+roof levels stand above the lower level's face when the step line falls a little off, but
+no higher than the upper level beside them: such a cluster is the step's wall, not a box.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from twin.config import Lod2Config
 
 MIN_FILL = 0.5
 """A cluster covering less of its box than this (an L along two edges) is not one box."""
-MAX_SLENDER_CELLS = 2
-"""A cluster one cell wide and longer than this is a strip of wall or parapet points, not a
-superstructure; a shorter one is a flue or a vent."""
+SURROUNDINGS_QUANTILE = 75
+"""A cluster must stand `superstructure_min_height_m` above this percentile of the cell heights
+around it. Beside a step the upper level is half the ring, so the median would not do; the
+highest cell alone would let one stray cell veto a chimney."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +56,11 @@ def superstructures(field: Heightfield, faces: Sequence[RoofFace], config: Lod2C
         area = members.sum() * cell_area
         if not config.superstructure_min_area_m2 <= area <= config.superstructure_max_area_m2:
             continue
-        if (min(members.shape) == 1 and max(members.shape) > MAX_SLENDER_CELLS) or members.mean() < MIN_FILL:
+        if members.mean() < MIN_FILL:
+            continue
+        top = float(np.median(field.heights[window][members]))
+        around = _surrounding_heights(field.heights, with_data, clusters, number, window)
+        if len(around) and top - np.percentile(around, SURROUNDINGS_QUANTILE) < config.superstructure_min_height_m:
             continue
         rows, columns = window
         box = shapely.box(
@@ -60,9 +69,18 @@ def superstructures(field: Heightfield, faces: Sequence[RoofFace], config: Lod2C
             field.u0 + rows.stop * field.cell,
             field.v0 + columns.stop * field.cell,
         )
-        top = float(np.median(field.heights[window][members]))
         found.append(Superstructure(field.to_map(box), Plane.horizontal(top)))
     return found
+
+
+def _surrounding_heights(
+    heights: np.ndarray, with_data: np.ndarray, clusters: np.ndarray, number: int, window: tuple[slice, ...]
+) -> np.ndarray:
+    """Heights of the cells with data bordering cluster `number` (its 8-neighbourhood)."""
+    grown = tuple(slice(max(w.start - 1, 0), w.stop + 1) for w in window)
+    inner = clusters[grown] == number
+    ring = ndimage.binary_dilation(inner, structure=np.ones((3, 3), bool)) & ~inner & with_data[grown]
+    return heights[grown][ring]
 
 
 def _roof_heights(faces: Sequence[RoofFace], xy: np.ndarray) -> np.ndarray:

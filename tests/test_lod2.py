@@ -397,7 +397,11 @@ def test_a_split_line_ending_inside_a_slanting_outline_is_carried_on_to_cut_it()
 
 @pytest.mark.parametrize(
     "width, depth, turn_deg, top_area",
-    [(1.2, 1.2, 20.0, (0.8, 2.6)), (1.0, 0.5, 20.0, (0.4, 0.8))],  # a chimney; a vent half a square metre
+    [
+        (1.2, 1.2, 20.0, (0.8, 2.6)),  # a chimney
+        (1.0, 0.5, 20.0, (0.4, 0.8)),  # a vent half a square metre
+        (2.5, 0.5, 20.0, (0.9, 1.6)),  # a chimney stack one grid cell wide
+    ],
 )
 def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box(width, depth, turn_deg, top_area):
     house = SceneBuilding("house", "gable", (gabled(rectangle(0, 0, 12, 8, 20.0), 6.0, 35.0),), 0.0)
@@ -417,6 +421,29 @@ def test_a_chimney_too_small_for_a_roof_plane_is_a_superstructure_box(width, dep
     no_boxes = Lod2Config(superstructure_min_area_m2=100.0, superstructure_max_area_m2=100.0)
     without = reconstruct_lod2(points, np.empty((0, 3)), house.footprint, 0.0, field, 0.0, no_boxes)
     assert quality.rmse(points, [result.solid]) < 0.5 * quality.rmse(points, [without.solid])
+
+
+def test_cells_beside_a_misplaced_step_line_are_not_a_superstructure():
+    """Where the step line between two flat roof levels falls a metre into the upper level,
+    the cells between stand 2 m above the lower face, but no higher than the upper level
+    beside them: they are the step, not a box on the lower roof."""
+    from reconstruction.extrude import RoofFace
+    from reconstruction.superstructures import superstructures
+
+    footprint = shapely.box(0, 0, 12, 8)
+    rng = np.random.default_rng(5)
+    xy = rng.uniform((0, 0), (12, 8), (2000, 2))
+    points = np.column_stack([xy, np.where(xy[:, 0] < 6.0, 10.0, 12.0) + rng.normal(0, 0.03, len(xy))])
+    field = rasterize(points, footprint, 0.5, 0.0)
+    faces = [
+        RoofFace(shapely.box(0, 0, 7, 8), Plane.horizontal(10.0)),
+        RoofFace(shapely.box(7, 0, 12, 8), Plane.horizontal(12.0)),
+    ]
+    assert superstructures(field, faces, Lod2Config()) == []
+    chimney = shapely.contains_xy(shapely.box(2, 3, 3, 4), points[:, 0], points[:, 1])
+    points[chimney, 2] = 11.5
+    (box,) = superstructures(rasterize(points, footprint, 0.5, 0.0), faces, Lod2Config())
+    assert box.outline.normalize().equals_exact(shapely.box(2, 3, 3, 4).normalize(), 1e-9)
 
 
 def roof_surfaces_of(solid):
