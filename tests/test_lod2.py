@@ -400,6 +400,7 @@ def test_a_split_line_ending_inside_a_slanting_outline_is_carried_on_to_cut_it()
     [
         (1.2, 1.2, 20.0, (0.8, 2.6)),  # a chimney
         (1.0, 0.5, 20.0, (0.4, 0.8)),  # a vent half a square metre
+        (0.5, 0.5, 20.0, (0.2, 0.3)),  # a flue filling one heightfield cell
         (2.5, 0.5, 20.0, (0.9, 1.6)),  # a chimney stack one grid cell wide
     ],
 )

@@ -169,13 +169,13 @@ class Lod2Config:
     """Weight of boundary length (m) against misfit volume (m3) in the face labelling."""
     misfit_cap_m: float = 3.0
     """A cell's misfit to a plane counts at most this much (robust to trees and outliers)."""
-    min_face_area_m2: float = 0.4
+    min_face_area_m2: float = 0.2
     """Roof faces smaller than this merge into a neighbour (below the smallest superstructure,
     whose box, put on the solid's millimetre grid, may lose a fraction of its area)."""
     superstructure_min_height_m: float = 0.5
     """Roof cells standing this far above the roof faces make superstructures (chimneys,
     dormers, roof equipment)..."""
-    superstructure_min_area_m2: float = 0.5
+    superstructure_min_area_m2: float = 0.25
     superstructure_max_area_m2: float = 25.0
     """... covering between these areas; larger ones are parts of the roof the planes missed."""
 
