@@ -145,14 +145,12 @@ class FaceEdges:
 def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
     """Faces of an arrangement share whole segments (the linework was noded), so
     neighbours are found by matching segments, all at once."""
-    starts, ends, owners = [], [], []
-    for k, face in enumerate(faces):
-        for ring in (face.exterior, *face.interiors):
-            coords = np.rint(np.asarray(ring.coords) / SNAP_M).astype(np.int64)
-            starts.append(coords[:-1])
-            ends.append(coords[1:])
-            owners.append(np.full(len(coords) - 1, k))
-    a, b, owner = np.concatenate(starts), np.concatenate(ends), np.concatenate(owners)
+    rings, ring_owner = shapely.get_rings(faces, return_index=True)
+    coords, ring_index = shapely.get_coordinates(rings, return_index=True)
+    coords = np.rint(coords / SNAP_M).astype(np.int64)
+    # A segment joins two consecutive vertices of one ring (each ring ends on its start).
+    same_ring = ring_index[:-1] == ring_index[1:]
+    a, b, owner = coords[:-1][same_ring], coords[1:][same_ring], ring_owner[ring_index[:-1][same_ring]]
     swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
     low, high = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
     keys = np.column_stack([low, high])
