@@ -4,9 +4,11 @@ Each surface is projected onto its own plane and triangulated by GEOS's constrai
 Delaunay triangulation (through shapely), which respects holes; triangles reuse the
 surface's own vertices and turn the same way as the surface, so the mesh of a closed,
 outward-oriented solid is closed and outward-oriented too. Strictly convex rings without
-holes (most walls are rectangles, many roof faces quadrilaterals) are cut as a fan from
-their first vertex instead: a valid triangulation too, found for all of a solid's rings
-in a few array operations, where GEOS costs a projection and a call per surface.
+holes (most walls are rectangles, many roof faces quadrilaterals) are cut as a fan instead:
+a valid triangulation too, found for all of a solid's rings in a few array operations,
+where GEOS costs a projection and a call per surface. So are convex rings with vertices on
+their straight sides (walls carrying the corners of the steps beside them), fanned from a
+corner whose two sides are single edges: no fan triangle then lies along a side.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ edge, where a fan would make a zero-area triangle."""
 def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (k, 3), triangles (t, 3) indexing them), oriented like the surface."""
     vertices = np.concatenate(surface.rings)
-    if len(surface.rings) == 1 and _strictly_convex_rings([vertices])[0]:
-        return vertices, _fans(np.array([0]), np.array([len(vertices)]))
+    if len(surface.rings) == 1:
+        apex = _fan_apexes([vertices])[0]
+        if apex >= 0:
+            return vertices, _fans(np.array([0]), np.array([len(vertices)]), np.array([apex]))
     normal = surface_normal(surface)
     if not normal.any():
         return vertices, np.zeros((0, 3), dtype=np.int64)  # a surface without area has no triangles
@@ -70,9 +74,10 @@ def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     counts = np.array([sum(len(ring) for ring in surface.rings) for surface in surfaces])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     single = np.array([len(surface.rings) == 1 for surface in surfaces])
-    fanned = np.zeros(len(surfaces), dtype=bool)
-    fanned[single] = _strictly_convex_rings([surface.rings[0] for surface in surfaces if len(surface.rings) == 1])
-    all_triangles = [_fans(starts[fanned], counts[fanned])]
+    apexes = np.full(len(surfaces), -1)
+    apexes[single] = _fan_apexes([surface.rings[0] for surface in surfaces if len(surface.rings) == 1])
+    fanned = apexes >= 0
+    all_triangles = [_fans(starts[fanned], counts[fanned], apexes[fanned])]
     for index in np.flatnonzero(~fanned):
         all_triangles.append(triangulate_surface(surfaces[index])[1] + starts[index])
     keys = np.rint(vertices * 1000).astype(np.int64)
@@ -80,13 +85,17 @@ def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     return vertices[first], inverse.reshape(-1)[np.concatenate(all_triangles)]
 
 
-def _strictly_convex_rings(rings: list[np.ndarray]) -> np.ndarray:
-    """Per ring, whether it turns the same way at every vertex by a visible angle, and once
-    around in all: then a fan from any vertex covers it without overlap or sliver. (Same-way
-    turns alone would admit a pentagram, which turns twice around.) Turns are measured about
-    each ring's own Newell normal, so a convex ring turns positively whichever way it runs."""
+def _fan_apexes(rings: list[np.ndarray]) -> np.ndarray:
+    """Per ring, the vertex to fan it from, or -1 where a fan would not do.
+
+    A fan covers a ring without overlap or sliver when the ring is convex (it turns the same
+    way at every vertex, or not at all, and once around in all: same-way turns alone would
+    admit a pentagram, which turns twice around) and fans from a corner whose neighbours are
+    corners too, so that no fan triangle lies along a side. Turns are measured about each
+    ring's own Newell normal, so a convex ring turns positively whichever way it runs. The
+    first such corner is taken: a strictly convex ring fans from its first vertex."""
     if not rings:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=np.int64)
     vertices = np.concatenate(rings)
     layout = RingLayout.of(rings)
     starts, following = layout.starts, layout.successors
@@ -100,14 +109,27 @@ def _strictly_convex_rings(rings: list[np.ndarray]) -> np.ndarray:
     lengths = np.linalg.norm(edges, axis=1)
     sines = turns / np.maximum(lengths * lengths[following], 1e-300)
     angles = np.arctan2(turns, np.einsum("ij,ij->i", edges, next_edges))
-    return (np.minimum.reduceat(sines, starts) > MIN_TURN_SINE) & (
+    convex = (np.minimum.reduceat(sines, starts) >= -MIN_TURN_SINE) & (
         np.abs(np.add.reduceat(angles, starts) - 2 * np.pi) < 1e-6
     )
+    # sines[k] is the turn at the vertex following k
+    corner = np.empty(len(vertices), dtype=bool)
+    corner[following] = sines > MIN_TURN_SINE
+    preceding = np.empty_like(following)
+    preceding[following] = np.arange(len(vertices))
+    apex = corner & corner[following] & corner[preceding]
+    first = np.where(apex, np.arange(len(vertices)), len(vertices))
+    chosen = np.minimum.reduceat(first, starts)
+    found = convex & (chosen < starts + np.diff(np.r_[starts, len(vertices)]))
+    return np.where(found, chosen - starts, -1)
 
 
-def _fans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Fan triangles of rings of `counts` vertices from `starts`, (sum(counts - 2), 3)."""
+def _fans(starts: np.ndarray, counts: np.ndarray, apexes: np.ndarray) -> np.ndarray:
+    """Fan triangles of rings of `counts` vertices from `starts`, each from its vertex
+    `apexes` (counted from its start), (sum(counts - 2), 3)."""
     fans = counts - 2
-    apex = np.repeat(starts, fans)
+    ring_start, ring_count = np.repeat(starts, fans), np.repeat(counts, fans)
+    apex = np.repeat(apexes, fans)
     step = np.arange(fans.sum()) - np.repeat(np.cumsum(fans) - fans, fans) + 1
-    return np.column_stack([apex, apex + step, apex + step + 1]).astype(np.int64)
+    corners = [apex, (apex + step) % ring_count, (apex + step + 1) % ring_count]
+    return np.column_stack([ring_start + c for c in corners]).astype(np.int64)

@@ -145,7 +145,9 @@ def _tilted_surface(rings: list[list[tuple[float, float]]], reverse: bool) -> Su
     [
         [[(0, 0), (4, 0), (4, 3), (0, 3)]],  # convex: fanned
         [[(0, 0), (5, 0), (6, 2), (3, 5), (-1, 2)]],  # convex: fanned
-        [[(0, 0), (2, 0), (4, 0), (4, 3), (0, 3)]],  # a vertex on an edge: a fan would make a sliver
+        [[(0, 0), (2, 0), (4, 0), (4, 3), (0, 3)]],  # a vertex on a side: fanned from a far corner
+        [[(0, 0), (4, 0), (4, 3), (3, 3), (1, 3), (0, 3)]],  # a wall with step corners on its top
+        [[(0, 0), (2, 0), (4, 0), (4, 3), (2, 3), (0, 3)]],  # every corner beside a side's vertex
         [[(0, 0), (4, 0), (4, 1), (1, 1), (1, 4), (0, 4)]],  # concave L
         [[(0, 0), (6, 0), (6, 6), (0, 6)], [(2, 2), (2, 4), (4, 4), (4, 2)]],  # with a hole
     ],
