@@ -114,10 +114,10 @@ def _roof_solid(
             solid = extrude_faces(merged, ground_z)
         except ExtrusionError as error:
             raise Lod2Failure(f"the roof faces do not make a solid ({error})") from None
-        errors = validate_solid(solid)
-        if errors != [303]:
-            break
+        # Pinches are found without the whole validation, which runs once, on the last solid.
         pinches = overused_edges(solid)
+        if not pinches:
+            break
         repaired = _unpinch(faces, labels, pinches, whole=False)
         if repaired.tobytes() in tried:
             # Repairing one pinch remade another that was repaired before: around each
@@ -125,6 +125,7 @@ def _roof_solid(
             repaired = _unpinch(faces, labels, pinches, whole=True)
         labels = repaired
         tried.add(labels.tobytes())
+    errors = validate_solid(solid)
     if errors:
         raise Lod2Failure(f"the LOD2.2 solid is invalid (val3dity codes {errors})")
     return solid, merged
