@@ -447,5 +447,31 @@ def test_cells_beside_a_misplaced_step_line_are_not_a_superstructure():
     assert box.outline.normalize().equals_exact(shapely.box(2, 3, 3, 4).normalize(), 1e-9)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_merged_roof_faces_leave_no_sliver_and_keep_every_large_region(seed):
+    """Slivers merge into neighbours, smallest first, until every roof face is at least
+    `min_face_area_m2`; a region that large from the start keeps its plane."""
+    from reconstruction.partition import face_adjacency, roof_faces
+
+    rng = np.random.default_rng(seed)
+    # On the millimetre grid, where the merged faces go.
+    xs, ys = (np.cumsum(np.r_[0.0, rng.integers(100, 2000, n) / 1000]) for n in rng.integers(2, 9, 2))
+    faces = [shapely.box(x0, y0, x1, y1) for x0, x1 in zip(xs, xs[1:]) for y0, y1 in zip(ys, ys[1:])]
+    edges = face_adjacency(faces)
+    labels = rng.integers(0, 4, len(faces))
+    planes = [Plane.horizontal(10.0 + k) for k in range(4)]
+    config = Lod2Config(min_face_area_m2=1.0)
+    merged = roof_faces(faces, edges, labels, planes, config)
+    assert sum(f.polygon.area for f in merged) == pytest.approx(xs[-1] * ys[-1], rel=1e-6)
+    assert len(merged) == 1 or min(f.polygon.area for f in merged) > 1.0 - 1e-3
+    for label, plane in enumerate(planes):
+        region = shapely.coverage_union_all([f for f, l in zip(faces, labels) if l == label])
+        for part in shapely.get_parts(region):
+            if part.area >= 1.0:
+                kept = [f.polygon for f in merged if f.plane is plane]
+                assert shapely.union_all(kept).buffer(1e-3).contains(part)
+
+
 def roof_surfaces_of(solid):
     return [s for s in solid.surfaces if s.kind == SurfaceKind.ROOF]
