@@ -118,10 +118,9 @@ def _fan_apexes(rings: list[np.ndarray]) -> np.ndarray:
     preceding = np.empty_like(following)
     preceding[following] = np.arange(len(vertices))
     apex = corner & corner[following] & corner[preceding]
-    first = np.where(apex, np.arange(len(vertices)), len(vertices))
-    chosen = np.minimum.reduceat(first, starts)
-    found = convex & (chosen < starts + np.diff(np.r_[starts, len(vertices)]))
-    return np.where(found, chosen - starts, -1)
+    # Per ring, its first apex, or the vertex count where it has none.
+    chosen = np.minimum.reduceat(np.where(apex, np.arange(len(vertices)), len(vertices)), starts)
+    return np.where(convex & (chosen < len(vertices)), chosen - starts, -1)
 
 
 def _fans(starts: np.ndarray, counts: np.ndarray, apexes: np.ndarray) -> np.ndarray:
