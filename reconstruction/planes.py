@@ -191,10 +191,9 @@ def _grow_regions(points, normals, variation, neighbours, config: Lod2Config) ->
             failed = np.concatenate(members)
             labels[failed] = -1
             spent[failed] = True
-            seeds = seeds[~spent[seeds]]
         else:
             next_label += 1
-            seeds = seeds[labels[seeds] == -1]
+        seeds = seeds[(labels[seeds] == -1) & ~spent[seeds]]
     return labels
 
 
