@@ -15,7 +15,7 @@ import shapely
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces
 from reconstruction.heightfield import Heightfield
-from reconstruction.partition import RoofSamples, arrangement, face_adjacency, label_faces, roof_faces
+from reconstruction.partition import FaceEdges, RoofSamples, arrangement, face_adjacency, label_faces, roof_faces
 from reconstruction.planes import RoofPlane, detect_planes
 from reconstruction.quality import face_attributes
 from reconstruction.roof_lines import plane_label_grid, roof_lines
@@ -75,41 +75,67 @@ def reconstruct_lod2(
     segments = [line.segment(origin, reach) for line in lines]
     samples = _samples(field, inner_ground_points)
     plane_list = [p.plane for p in planes]
-    solid, faces = _roof_solid(footprint, segments, plane_list, samples, ground_z, config)
-    boxes = superstructures(field, faces, config)
+    partition = _Partition.of(footprint, segments, plane_list, samples, ground_z, config)
+    boxes = superstructures(field, partition.merged, config)
     if boxes:
+        # The first partition only served to find the boxes: its solid is made only if the
+        # partition with them fails.
+        outlines = [box.outline.exterior for box in boxes]
         try:
-            solid, faces = _roof_solid(
-                footprint,
-                segments + [box.outline.exterior for box in boxes],
-                plane_list + [box.plane for box in boxes],
-                samples,
-                ground_z,
-                config,
+            detailed = _Partition.of(
+                footprint, segments + outlines, plane_list + [box.plane for box in boxes], samples, ground_z, config
             )
+            solid, faces = _roof_solid(detailed, ground_z, config)
         except Lod2Failure:
             pass  # the roof without its superstructures is still a valid LOD2.2
+        else:
+            return Lod2Result(solid, tuple(faces), planes, detection.wall_points)
+    solid, faces = _roof_solid(partition, ground_z, config)
     return Lod2Result(solid, tuple(faces), planes, detection.wall_points)
 
 
-def _roof_solid(
-    footprint: shapely.Polygon,
-    segments: list[shapely.Geometry],
-    planes: list[Plane],
-    samples: RoofSamples,
-    ground_z: float,
-    config: Lod2Config,
-) -> tuple[Solid, list[RoofFace]]:
-    """The footprint cut by `segments`, its faces labelled with `planes`, as a valid solid."""
-    faces = arrangement(footprint, segments)
-    edges = face_adjacency(faces)
-    labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config)
+@dataclass(frozen=True, eq=False)
+class _Partition:
+    """The footprint cut by roof lines, its faces labelled with planes (or the ground), and
+    the roof faces they merge into."""
+
+    faces: list[shapely.Polygon]
+    edges: FaceEdges
+    planes: list[Plane]
+    labels: np.ndarray
+    merged: list[RoofFace]
+
+    @classmethod
+    def of(
+        cls,
+        footprint: shapely.Polygon,
+        segments: list[shapely.Geometry],
+        planes: list[Plane],
+        samples: RoofSamples,
+        ground_z: float,
+        config: Lod2Config,
+    ) -> "_Partition":
+        faces = arrangement(footprint, segments)
+        edges = face_adjacency(faces)
+        labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config)
+        return cls(faces, edges, planes, labels, _merged_faces(faces, edges, labels, planes, config))
+
+
+def _merged_faces(faces, edges: FaceEdges, labels: np.ndarray, planes: list[Plane], config: Lod2Config) -> list[RoofFace]:
+    merged = roof_faces(faces, edges, labels, planes, config)
+    if not merged:
+        raise Lod2Failure("the partition left no roof face")
+    return [RoofFace(f.polygon, f.plane, face_attributes(f.plane)) for f in merged]
+
+
+def _roof_solid(partition: _Partition, ground_z: float, config: Lod2Config) -> tuple[Solid, list[RoofFace]]:
+    """The partition's roof faces as a valid solid, its pinches repaired."""
+    faces, edges, planes = partition.faces, partition.edges, partition.planes
+    labels, merged = partition.labels, partition.merged
     tried = {labels.tobytes()}
-    for _ in range(PINCH_REPAIRS + 1):
-        merged = roof_faces(faces, edges, labels, planes, config)
-        if not merged:
-            raise Lod2Failure("the partition left no roof face")
-        merged = [RoofFace(f.polygon, f.plane, face_attributes(f.plane)) for f in merged]
+    for attempt in range(PINCH_REPAIRS + 1):
+        if attempt:
+            merged = _merged_faces(faces, edges, labels, planes, config)
         try:
             solid = extrude_faces(merged, ground_z)
         except ExtrusionError as error:
