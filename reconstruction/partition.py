@@ -72,9 +72,12 @@ def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> 
     meets = shapely.intersects(band, edges)
     noded = shapely.union_all([footprint.boundary, shapely.multilinestrings(edges[meets])], grid_size=SNAP_M)
     faces = shapely.get_parts(shapely.polygonize(np.concatenate([shapely.get_parts(noded), edges[~meets]])))
+    faces = faces[shapely.area(faces) > 1e-6]
     shapely.prepare(footprint)
-    inside = [f for f in faces if f.area > 1e-6 and footprint.contains(f.representative_point())]
-    return sorted(inside, key=lambda f: (round(f.centroid.x, 4), round(f.centroid.y, 4)))
+    faces = faces[shapely.contains(footprint, shapely.point_on_surface(faces))]
+    centroids = shapely.get_coordinates(shapely.centroid(faces)).tolist()
+    order = sorted(range(len(faces)), key=lambda k: (round(centroids[k][0], 4), round(centroids[k][1], 4)))
+    return faces[order].tolist()
 
 
 def label_faces(
