@@ -62,8 +62,10 @@ class Plane:
             raise ExtrusionError("a vertical plane cannot carry a roof")
         return Plane(float(point[0]), float(point[1]), float(point[2]), -nx / nz, -ny / nz)
 
-    def height_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
-        return self.z0 + self.slope_x * (np.asarray(x) - self.x0) + self.slope_y * (np.asarray(y) - self.y0)
+    def height_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float:
+        """Heights at arrays of points, or at one point as a Python float (the extrusion asks
+        thousands of single heights, which numpy would make several times slower)."""
+        return self.z0 + self.slope_x * (x - self.x0) + self.slope_y * (y - self.y0)
 
     @property
     def normal(self) -> np.ndarray:
@@ -148,6 +150,8 @@ def extrude_faces(faces: Sequence[RoofFace], ground_z: float) -> Solid:
 
 
 def _snap(value: float | np.ndarray) -> int | np.ndarray:
+    if isinstance(value, (float, int)):
+        return round(float(value) * _SCALE)  # half to even, as np.rint
     snapped = np.rint(np.asarray(value, dtype=float) * _SCALE).astype(np.int64)
     return int(snapped) if snapped.ndim == 0 else snapped
 
