@@ -13,9 +13,10 @@ default tolerances (1 cm to the plane, 20 degrees between triangle normals).
 
 A solid's rings are checked all at once, on one array of their vertices: a solid has a
 few dozen rings of a few vertices, on which per-ring numpy and shapely calls would cost
-far more than their arithmetic. That arithmetic still gives each surface's values to the
-last bit (sums added in the same order, the same BLAS products, batched), because the
-codes of a degenerate polygon, whose normal is rounding noise, depend on every bit.
+far more than their arithmetic. The vector areas are still added vertex after vertex as
+for one surface on its own, so that they, the normals and the volume's sign agree to the
+last bit with `reconstruction.geometry`'s: the codes of a degenerate polygon, whose normal
+is rounding noise, depend on every bit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from reconstruction.geometry import cross_rows, solid_origin
 from reconstruction.triangulate import triangle_widths, triangulate_surface
@@ -99,7 +102,6 @@ class _Rings:
     surfaces: list[Surface]
     vertices: np.ndarray
     vertex_ring: np.ndarray
-    vertex_index_in_ring: np.ndarray
     following: np.ndarray
     """The index of the next vertex along the same ring."""
     ring_starts: np.ndarray
@@ -124,7 +126,6 @@ class _Rings:
             surfaces=list(surfaces),
             vertices=np.concatenate(rings) if rings else np.zeros((0, 3)),
             vertex_ring=vertex_ring,
-            vertex_index_in_ring=np.arange(len(vertex_ring)) - ring_starts[vertex_ring],
             following=following,
             ring_starts=ring_starts,
             ring_surface=ring_surface,
@@ -158,13 +159,6 @@ def _undirected_edges(vertex_ids: np.ndarray, following: np.ndarray) -> tuple[np
     return np.minimum(heads, tails), np.maximum(heads, tails)
 
 
-def _grouped(values: np.ndarray, group: np.ndarray, index_in_group: np.ndarray, group_count: int) -> np.ndarray:
-    """The rows of `values` laid out one group per row of the result, padded with zeros."""
-    padded = np.zeros((group_count, index_in_group.max() + 1) + values.shape[1:])
-    padded[group, index_in_group] = values
-    return padded
-
-
 def _point_errors(rings: _Rings, vertex_ids: np.ndarray) -> tuple[set[int], np.ndarray]:
     """The codes 101 and 102, and which surfaces have neither (only those go on to the
     polygon checks)."""
@@ -181,19 +175,19 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
     distinct points, and the surfaces' vector areas (holes run the other way, so they
     subtract).
 
-    Sums are taken along axis 1 of zero-padded layouts, which adds each group's rows
-    first to last as numpy.sum does a ring's; products go through batched matmul, which
-    makes the BLAS calls (dot, gemv) that per-surface products would.
+    Sums are taken per ring and per surface over the concatenated vertices, products per
+    vertex with its surface's vectors: no layout padded to the longest ring, which on a
+    campus roof with a thousand-vertex outline took hundreds of megabytes and most of a
+    second.
     """
-    surface_count = len(rings.surfaces)
     points = rings.vertices - origin
     newell_terms = cross_rows(points, points[rings.following])
-    ring_count = len(rings.ring_starts)
-    ring_areas = 0.5 * _grouped(newell_terms, rings.vertex_ring, rings.vertex_index_in_ring, ring_count).sum(axis=1)
-    if ring_count == surface_count:
+    surface_count = len(rings.surfaces)
+    ring_areas = 0.5 * _sums(newell_terms, rings.vertex_ring, len(rings.ring_starts))
+    if len(ring_areas) == surface_count:
         surface_areas = ring_areas
     else:
-        surface_areas = _grouped(ring_areas, rings.ring_surface, rings.ring_index_in_surface, surface_count).sum(axis=1)
+        surface_areas = _sums(ring_areas, rings.ring_surface, surface_count)
     norms = np.sqrt(_row_dots(surface_areas, surface_areas))
     degenerate = norms == 0
     if degenerate.any():
@@ -202,18 +196,17 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
     normals = surface_areas / norms[:, None]
 
     vertex_surface = rings.vertex_surface()
-    vertex_index_in_surface = np.arange(len(points)) - rings.ring_starts[rings.surface_first_ring][vertex_surface]
-    by_surface = _grouped(points, vertex_surface, vertex_index_in_surface, surface_count)
-    centres = by_surface.sum(axis=1) / np.bincount(vertex_surface)[:, None]
-    from_centres = _grouped(points - centres[vertex_surface], vertex_surface, vertex_index_in_surface, surface_count)
-    distances = np.abs(from_centres @ normals[:, :, None]).max(axis=(1, 2))
+    surface_starts = rings.ring_starts[rings.surface_first_ring]
+    centres = _sums(points, vertex_surface, surface_count) / np.bincount(vertex_surface)[:, None]
+    vertex_normals = normals[vertex_surface]
+    distances = np.maximum.reduceat(np.abs(_row_dots(points - centres[vertex_surface], vertex_normals)), surface_starts)
     off_plane = distances > PLANARITY_DISTANCE_M
     # Within 1 mm of its plane, no triangle wider than a sliver can tilt by 20 degrees.
     warped = np.zeros(surface_count, dtype=bool)
     for k in np.flatnonzero(~off_plane & (distances > SNAP_TOLERANCE_M)):
         warped[k] = _normals_deviate(rings.surfaces[k], normals[k])
 
-    flat_points = _in_plane(by_surface, normals)[vertex_surface, vertex_index_in_surface]
+    flat_points = _in_plane(points, vertex_normals)
     rings_2d = shapely.linearrings(flat_points, indices=rings.vertex_ring)
     self_intersecting = rings.per_surface(~shapely.is_simple(rings_2d))
     errors = {code for code, flags in ((104, self_intersecting), (203, off_plane), (204, warped)) if flags.any()}
@@ -224,19 +217,27 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
     return errors, surface_areas
 
 
+def _sums(values: np.ndarray, group: np.ndarray, group_count: int) -> np.ndarray:
+    """The sum of the rows of `values` in each group, added first to last as numpy.sum adds
+    one group's rows (np.add.at goes in order; reduceat would add pairwise)."""
+    sums = np.zeros((group_count,) + values.shape[1:])
+    np.add.at(sums, group, values)
+    return sums
+
+
 def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The dot products of the rows of two (n, 3) arrays, each as np.dot computes it."""
     return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
-def _in_plane(by_surface: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Coordinates in a right-handed 2D frame of each surface's plane, for vertices laid
-    out one surface per row."""
+def _in_plane(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Coordinates of points (n, 3) in a right-handed 2D frame of the plane of each one's
+    normal (n, 3)."""
     axes = np.where((np.abs(normals[:, 0]) < 0.9)[:, None], _X_AXIS, _Y_AXIS)
     u = cross_rows(normals, axes)
     u /= np.sqrt(_row_dots(u, u))[:, None]
     v = cross_rows(normals, u)
-    return np.concatenate([by_surface @ u[:, :, None], by_surface @ v[:, :, None]], axis=2)
+    return np.column_stack([_row_dots(points, u), _row_dots(points, v)])
 
 
 def _hole_errors(rings: _Rings, flat_points: np.ndarray, rings_2d: np.ndarray, checked: np.ndarray) -> set[int]:
@@ -320,17 +321,9 @@ def _in_pairs(sorted_codes: np.ndarray) -> bool:
 
 
 def _connected(node_count: int, ends: np.ndarray, other_ends: np.ndarray) -> bool:
-    """Whether a graph is connected, grown breadth-first from its first node."""
-    adjacent = np.zeros((node_count, node_count), dtype=bool)
-    adjacent[ends, other_ends] = True
-    adjacent[other_ends, ends] = True
-    reached = adjacent[0] | (np.arange(node_count) == 0)
-    while not reached.all():
-        grown = adjacent[reached].any(axis=0)
-        if not np.any(grown & ~reached):
-            return False
-        reached |= grown
-    return True
+    """Whether the graph with these edges is connected."""
+    graph = coo_matrix((np.ones(len(ends)), (ends, other_ends)), shape=(node_count, node_count))
+    return connected_components(graph, directed=False)[0] == 1
 
 
 def _volume(rings: _Rings, origin: np.ndarray, surface_areas: np.ndarray) -> float:
