@@ -293,44 +293,45 @@ def _vertices_on_edges(xy: np.ndarray, edges: np.ndarray, tolerance: float) -> d
 def _split_crossing_steps(
     face_rings: list[list[list[int]]], vertices: _VertexTable, heights: _HeightTable
 ) -> list[list[list[int]]]:
-    """Splits shared edges where two faces' roofs cross, so each step wall has one upper side."""
-    while True:
-        owner = {}
-        for face_index, rings in enumerate(face_rings):
-            for ring in rings:
-                for u, v in _ring_edges(ring):
-                    owner[(u, v)] = face_index
-        split = None
-        for (u, v), face_index in owner.items():
-            other = owner.get((v, u))
-            if other is None or face_index > other:
+    """Splits shared edges where two faces' roofs cross, so each step wall has one upper side.
+
+    All crossings are found in one pass: a split edge's two pieces meet at one height, so
+    they cross nothing, and the other edges are left as they were."""
+    owner = {}
+    for face_index, rings in enumerate(face_rings):
+        for ring in rings:
+            for u, v in _ring_edges(ring):
+                owner[(u, v)] = face_index
+    splits: dict[tuple[int, int], int] = {}
+    for (u, v), face_index in owner.items():
+        other = owner.get((v, u))
+        if other is None or face_index > other:
+            continue
+        du = heights.key(face_index, u) - heights.key(other, u)
+        dv = heights.key(face_index, v) - heights.key(other, v)
+        if min(abs(du), abs(dv)) > SAME_HEIGHT_KEYS and du * dv < 0:
+            t = du / (du - dv)
+            a, b = np.asarray(vertices.keys[u], float), np.asarray(vertices.keys[v], float)
+            w = vertices.add(tuple(int(round(c)) for c in a + t * (b - a)))
+            if w in (u, v):
                 continue
-            du = heights.key(face_index, u) - heights.key(other, u)
-            dv = heights.key(face_index, v) - heights.key(other, v)
-            if min(abs(du), abs(dv)) > SAME_HEIGHT_KEYS and du * dv < 0:
-                t = du / (du - dv)
-                a, b = np.asarray(vertices.keys[u], float), np.asarray(vertices.keys[v], float)
-                key = tuple(int(round(c)) for c in a + t * (b - a))
-                w = vertices.add(key)
-                if w not in (u, v):
-                    split = (u, v, w, face_index, other)
-                    break
-        if split is None:
-            return face_rings
-        u, v, w, face_index, other = split
-        face_rings = [[_insert_between(ring, u, v, w) for ring in rings] for rings in face_rings]
-        # The roofs meet at the crossing: one height there for both, whatever the rounding.
-        meeting = max(heights.key(face_index, w), heights.key(other, w))
-        heights.set(face_index, w, meeting)
-        heights.set(other, w, meeting)
+            splits[(u, v)] = splits[(v, u)] = w
+            # The roofs meet at the crossing: one height there for both, whatever the rounding.
+            meeting = max(heights.key(face_index, w), heights.key(other, w))
+            heights.set(face_index, w, meeting)
+            heights.set(other, w, meeting)
+    if not splits:
+        return face_rings
+    return [[_with_splits(ring, splits) for ring in rings] for rings in face_rings]
 
 
-def _insert_between(ring: list[int], u: int, v: int, w: int) -> list[int]:
+def _with_splits(ring: list[int], splits: dict[tuple[int, int], int]) -> list[int]:
+    """The ring with each split edge's new vertex inserted between its ends."""
     out: list[int] = []
     for a, b in _ring_edges(ring):
         out.append(a)
-        if (a, b) in ((u, v), (v, u)):
-            out.append(w)
+        if (a, b) in splits:
+            out.append(splits[(a, b)])
     return out
 
 
