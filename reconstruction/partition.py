@@ -120,18 +120,16 @@ def roof_faces(
     """Faces with the same plane merged; slivers under `min_face_area_m2` given to a neighbour."""
     labels = _absorb_slivers(faces, edges, labels, config.min_face_area_m2)
     face_array = np.asarray(faces, dtype=object)
-    result = []
-    for label in sorted(set(labels.tolist()) - {GROUND}):
-        # The faces of an arrangement tile the footprint edge to edge: a coverage, which
-        # merges without the overlay a general union runs.
-        merged = shapely.coverage_union_all(face_array[labels == label])
-        # On the millimetre grid (where the solid's vertices go anyway) GEOS drops
-        # repeated and collinear vertices and keeps the faces valid.
-        snapped = shapely.set_precision(merged.simplify(0.0), 0.001)
-        for part in shapely.get_parts(snapped):
-            if part.geom_type == "Polygon" and part.area > 0:
-                result.append(RoofFace(part, planes[label]))
-    return result
+    roof_labels = sorted(set(labels.tolist()) - {GROUND})
+    # The faces of an arrangement tile the footprint edge to edge: a coverage, which
+    # merges without the overlay a general union runs.
+    merged = [shapely.coverage_union_all(face_array[labels == label]) for label in roof_labels]
+    # On the millimetre grid (where the solid's vertices go anyway) GEOS drops repeated
+    # and collinear vertices and keeps the faces valid.
+    snapped = shapely.set_precision(shapely.simplify(merged, 0.0), 0.001)
+    parts, owner = shapely.get_parts(snapped, return_index=True)
+    kept = (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & (shapely.area(parts) > 0)
+    return [RoofFace(part, planes[roof_labels[k]]) for part, k in zip(parts[kept], owner[kept])]
 
 
 @dataclass(frozen=True, eq=False)
