@@ -9,6 +9,7 @@ an invalid solid); the caller then falls back to a LOD1.2-style block and record
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import shapely
@@ -26,6 +27,11 @@ from twin.model import Solid
 
 
 PINCH_REPAIRS = 8
+BOX_REACH_M = 2.0
+"""A superstructure's top may label the roof faces up to this far from its box (beside a
+box it sometimes fits a flat piece better than the roof planes do), no farther. Each box's
+graph-cut moves then span the faces near it, not the whole roof: on roofs with hundreds
+of boxes, those moves took most of the building's time."""
 
 
 class Lod2Failure(Exception):
@@ -81,9 +87,11 @@ def reconstruct_lod2(
         # The first partition only served to find the boxes: its solid is made only if the
         # partition with them fails.
         outlines = [box.outline.exterior for box in boxes]
+        reaches = [None] * len(plane_list) + [box.outline.buffer(BOX_REACH_M, join_style="mitre") for box in boxes]
         try:
             detailed = _Partition.of(
-                footprint, segments + outlines, plane_list + [box.plane for box in boxes], samples, ground_z, config
+                footprint, segments + outlines, plane_list + [box.plane for box in boxes], samples, ground_z, config,
+                reaches,
             )
             solid, faces = _roof_solid(detailed, ground_z, config)
         except Lod2Failure:
@@ -114,10 +122,11 @@ class _Partition:
         samples: RoofSamples,
         ground_z: float,
         config: Lod2Config,
+        reaches: Sequence[shapely.Polygon | None] = (),
     ) -> "_Partition":
         faces = arrangement(footprint, segments)
         edges = face_adjacency(faces)
-        labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config)
+        labels = label_faces(faces, edges, planes, samples, footprint, ground_z, config, reaches)
         return cls(faces, edges, planes, labels, _merged_faces(faces, edges, labels, planes, config))
 
 

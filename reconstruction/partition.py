@@ -10,13 +10,16 @@ minimising over all faces at once
 where a face's misfit to a label is the volume between the roof heightfield and the
 label's surface over the face (each cell's misfit capped, so trees and stray points
 cannot dominate). The minimisation is alpha-expansion: repeated graph cuts, each
-deciding for every face whether it switches to one label, with PyMaxflow's max-flow.
+deciding for every face whether it switches to one label, with PyMaxflow's max-flow. A
+label may be given a reach (a superstructure's, around its box): it then labels only
+faces meeting that reach, and its moves decide for those faces alone.
 Faces with the same label then merge into roof faces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import maxflow
 import numpy as np
@@ -88,10 +91,18 @@ def label_faces(
     footprint: shapely.Polygon,
     ground_z: float,
     config: Lod2Config,
+    reaches: Sequence[shapely.Polygon | None] = (),
 ) -> np.ndarray:
     """The label of each face: an index into `planes`, or GROUND; `edges` are the faces'
-    `face_adjacency`."""
+    `face_adjacency`. A plane with a reach in `reaches` (by index; None or none given: the
+    whole footprint) labels only faces meeting its reach."""
     costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config)
+    movable = _movable_faces(faces, reaches, costs.shape[1])
+    for label, reached in enumerate(movable):
+        if reached is not None:
+            beyond = np.ones(len(faces), dtype=bool)
+            beyond[reached] = False
+            costs[beyond, label] = _FORBIDDEN
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
     # A move depends only on the labels: one that failed needs no second try until some
@@ -103,7 +114,7 @@ def label_faces(
             if last_failed[alpha] >= last_change:
                 continue
             moves += 1
-            candidate = _expand(costs, edges, labels, alpha, config.smoothness)
+            candidate = _expand(costs, edges, labels, alpha, config.smoothness, movable[alpha])
             candidate_energy = _energy(costs, edges, candidate, config.smoothness)
             if candidate_energy < energy - 1e-9:
                 labels, energy, improved, last_change = candidate, candidate_energy, True, moves
@@ -112,6 +123,17 @@ def label_faces(
         if not improved:
             break
     return np.where(labels == len(planes), GROUND, labels)
+
+
+def _movable_faces(faces, reaches: Sequence[shapely.Polygon | None], label_count: int) -> list[np.ndarray | None]:
+    """Per label, the faces it may take (sorted indices), or None for all."""
+    movable: list[np.ndarray | None] = [None] * label_count
+    bounded = [k for k, reach in enumerate(reaches) if reach is not None]
+    if bounded:
+        region_index, face_index = shapely.STRtree(faces).query([reaches[k] for k in bounded], predicate="intersects")
+        for position, label in enumerate(bounded):
+            movable[label] = np.unique(face_index[region_index == position])
+    return movable
 
 
 def roof_faces(
@@ -200,35 +222,55 @@ def _energy(costs: np.ndarray, edges: FaceEdges, labels: np.ndarray, smoothness:
     return data + smoothness * float(edges.length[cut].sum())
 
 
-def _expand(costs: np.ndarray, edges: FaceEdges, labels: np.ndarray, alpha: int, smoothness: float) -> np.ndarray:
-    """One alpha-expansion move: the best labelling where faces keep their label or take alpha.
+def _expand(
+    costs: np.ndarray, edges: FaceEdges, labels: np.ndarray, alpha: int, smoothness: float, movable: np.ndarray | None
+) -> np.ndarray:
+    """One alpha-expansion move: the best labelling where faces keep their label or take
+    alpha; only the `movable` faces (sorted indices; None: all) may take it.
 
-    Binary variable per face: 0 keeps its label (source side), 1 takes alpha (sink side).
-    A Potts pair term E(x_i, x_j) with E00 = w[l_i != l_j], E01 = w[l_i != alpha],
+    Binary variable per movable face: 0 keeps its label (source side), 1 takes alpha (sink
+    side). A Potts pair term E(x_i, x_j) with E00 = w[l_i != l_j], E01 = w[l_i != alpha],
     E10 = w[alpha != l_j], E11 = 0 is decomposed, after Kolmogorov and Zabih, into
     E00 + (E10 - E00) x_i - E10 x_j + (E01 + E10 - E00) (1 - x_i) x_j: unary terms and
     one edge of capacity E01 + E10 - E00 >= 0 (the Potts model is a metric).
     """
-    n = len(labels)
-    keep = costs[np.arange(n), labels].copy()
-    switch = costs[:, alpha].copy()
     w = smoothness * edges.length
-    li, lj = labels[edges.i], labels[edges.j]
-    e00 = w * (li != lj)
-    e01 = w * (li != alpha)
-    e10 = w * (lj != alpha)
-    np.add.at(switch, edges.i, e10 - e00)
-    np.add.at(switch, edges.j, -e10)
+    if movable is None:
+        nodes = np.arange(len(labels))
+        keep, switch = costs[nodes, labels].copy(), costs[:, alpha].copy()
+        internal: slice | np.ndarray = slice(None)
+        local_i, local_j = edges.i, edges.j
+    else:
+        nodes = movable
+        keep, switch = costs[nodes, labels[nodes]].copy(), costs[nodes, alpha].copy()
+        position = np.full(len(labels), -1)
+        position[nodes] = np.arange(len(nodes))
+        pi, pj = position[edges.i], position[edges.j]
+        # A pair with one face fixed is a unary term of the other.
+        for own, other, face, fixed in ((pi, pj, edges.i, edges.j), (pj, pi, edges.j, edges.i)):
+            border = (own >= 0) & (other < 0)
+            np.add.at(keep, own[border], w[border] * (labels[face[border]] != labels[fixed[border]]))
+            np.add.at(switch, own[border], w[border] * (labels[fixed[border]] != alpha))
+        internal = (pi >= 0) & (pj >= 0)
+        local_i, local_j = pi[internal], pj[internal]
+    pair_w = w[internal]
+    li, lj = labels[edges.i[internal]], labels[edges.j[internal]]
+    e00 = pair_w * (li != lj)
+    e01 = pair_w * (li != alpha)
+    e10 = pair_w * (lj != alpha)
+    np.add.at(switch, local_i, e10 - e00)
+    np.add.at(switch, local_j, -e10)
     graph = maxflow.GraphFloat()
-    nodes = graph.add_nodes(n)
-    if len(w):
-        graph.add_edges(nodes[edges.i], nodes[edges.j], e01 + e10 - e00, np.zeros(len(w)))
+    graph_nodes = graph.add_nodes(len(nodes))
+    if len(pair_w):
+        graph.add_edges(graph_nodes[local_i], graph_nodes[local_j], e01 + e10 - e00, np.zeros(len(pair_w)))
     low = np.minimum(keep, switch)
     # a node on the sink side (takes alpha) cuts its source edge: capacity = cost of switching
-    graph.add_grid_tedges(nodes, switch - low, keep - low)
+    graph.add_grid_tedges(graph_nodes, switch - low, keep - low)
     graph.maxflow()
-    takes_alpha = graph.get_grid_segments(nodes)
-    return np.where(takes_alpha, alpha, labels)
+    result = labels.copy()
+    result[nodes[graph.get_grid_segments(graph_nodes)]] = alpha
+    return result
 
 
 def _absorb_slivers(faces, edges: FaceEdges, labels: np.ndarray, min_area: float) -> np.ndarray:

@@ -475,3 +475,57 @@ def test_merged_roof_faces_leave_no_sliver_and_keep_every_large_region(seed):
 
 def roof_surfaces_of(solid):
     return [s for s in solid.surfaces if s.kind == SurfaceKind.ROOF]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_label_with_a_reach_takes_no_face_beyond_it(seed):
+    """A superstructure's label only takes faces meeting its reach; a reach over the whole
+    roof gives the labels of the unrestricted graph cuts."""
+    from reconstruction.partition import RoofSamples, face_adjacency, label_faces
+
+    rng = np.random.default_rng(seed)
+    xs, ys = (np.cumsum(np.r_[0.0, rng.integers(300, 3000, n) / 1000]) for n in rng.integers(3, 9, 2))
+    faces = [shapely.box(x0, y0, x1, y1) for x0, x1 in zip(xs, xs[1:]) for y0, y1 in zip(ys, ys[1:])]
+    footprint = shapely.box(0, 0, xs[-1], ys[-1])
+    cells = np.stack(np.meshgrid(np.arange(0.25, xs[-1], 0.5), np.arange(0.25, ys[-1], 0.5)), axis=-1).reshape(-1, 2)
+    levels = 10.0 + rng.integers(0, 4, len(faces)).astype(float)
+    owner = shapely.STRtree(faces).query(shapely.points(cells), predicate="within")
+    z = np.full(len(cells), 10.0)
+    z[owner[0]] = levels[owner[1]] + rng.normal(0, 0.05, len(owner[0]))
+    samples = RoofSamples(cells, z, 0.25)
+    planes = [Plane.horizontal(10.0 + k) for k in range(4)]
+    edges = face_adjacency(faces)
+    config = Lod2Config()
+    reach = shapely.box(*rng.uniform(0, 1, 2) * [xs[-1], ys[-1]], *rng.uniform(0, 1, 2) * [xs[-1], ys[-1]]).envelope
+    reaches = [None, None, None, reach]
+    labels = label_faces(faces, edges, planes, samples, footprint, 0.0, config, reaches)
+    beyond = ~shapely.intersects(reach, np.asarray(faces, dtype=object))
+    assert not np.any(labels[beyond] == 3)
+    everywhere = label_faces(faces, edges, planes, samples, footprint, 0.0, config, [None, None, None, footprint])
+    assert np.array_equal(everywhere, label_faces(faces, edges, planes, samples, footprint, 0.0, config))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_an_expansion_move_over_some_faces_is_the_best_move_keeping_the_others(seed):
+    """The move over the `movable` faces alone (the others fixed, their pairs with movable
+    faces made unary terms) reaches the energy of the move over all faces where the others
+    are forbidden to switch."""
+    from reconstruction.partition import _FORBIDDEN, _energy, _expand, face_adjacency
+
+    rng = np.random.default_rng(seed)
+    xs, ys = (np.cumsum(np.r_[0.0, rng.integers(300, 3000, n) / 1000]) for n in rng.integers(2, 9, 2))
+    faces = [shapely.box(x0, y0, x1, y1) for x0, x1 in zip(xs, xs[1:]) for y0, y1 in zip(ys, ys[1:])]
+    edges = face_adjacency(faces)
+    costs = rng.uniform(0, 2, (len(faces), 4))
+    labels = rng.integers(0, 4, len(faces))
+    alpha = int(rng.integers(0, 4))
+    movable = np.flatnonzero(rng.random(len(faces)) < 0.5)
+    restricted = _expand(costs, edges, labels, alpha, 0.5, movable)
+    fixed = costs.copy()
+    held = np.setdiff1d(np.flatnonzero(labels != alpha), movable)
+    fixed[held, alpha] = _FORBIDDEN
+    unrestricted = _expand(fixed, edges, labels, alpha, 0.5, None)
+    assert np.isin(np.flatnonzero(restricted != labels), movable).all()
+    assert _energy(costs, edges, restricted, 0.5) == pytest.approx(_energy(costs, edges, unrestricted, 0.5), abs=1e-9)
