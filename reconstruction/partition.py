@@ -240,6 +240,8 @@ def _expand(
         keep, switch = costs[nodes, labels].copy(), costs[:, alpha].copy()
         internal: slice | np.ndarray = slice(None)
         local_i, local_j = edges.i, edges.j
+    elif len(movable) == 0:
+        return labels.copy()
     else:
         nodes = movable
         keep, switch = costs[nodes, labels[nodes]].copy(), costs[nodes, alpha].copy()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from shapely import affinity
 
@@ -508,6 +508,7 @@ def test_a_label_with_a_reach_takes_no_face_beyond_it(seed):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
+@example(47040134)  # no face movable
 def test_an_expansion_move_over_some_faces_is_the_best_move_keeping_the_others(seed):
     """The move over the `movable` faces alone (the others fixed, their pairs with movable
     faces made unary terms) reaches the energy of the move over all faces where the others
