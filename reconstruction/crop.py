@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,22 +17,30 @@ class GridIndex:
     y0: float
     cell: float
     ny: int
-    order: np.ndarray  # point indices sorted by cell key
-    keys: np.ndarray  # sorted cell keys, aligned with `order`
+    order: np.ndarray
+    """Point indices sorted by cell number (column * ny + row)."""
+    cell_starts: np.ndarray
+    """Where each cell number's points start in `order`, and then the point count: cell k's
+    points are order[cell_starts[k]:cell_starts[k + 1]]."""
 
 
 def build_grid_index(xy: np.ndarray, cell: float = 10.0) -> GridIndex:
     if len(xy) == 0:
-        return GridIndex(0.0, 0.0, cell, 1, np.empty(0, np.int64), np.empty(0, np.int64))
-    x0, y0 = xy.min(axis=0)
-    ix = ((xy[:, 0] - x0) // cell).astype(np.int64)
-    iy = ((xy[:, 1] - y0) // cell).astype(np.int64)
+        return GridIndex(0.0, 0.0, cell, 1, np.empty(0, np.int64), np.zeros(1, np.int64))
+    # Column by column, and floor of the quotient rather than floor division: each several
+    # times faster on millions of points. A cell is floor((x - x0) / cell) here and in the
+    # queries, and rounding is monotonic, so a box's cells hold all its points.
+    x, y = xy[:, 0], xy[:, 1]
+    x0, y0 = float(x.min()), float(y.min())
+    ix = np.floor((x - x0) / cell).astype(np.int64)
+    iy = np.floor((y - y0) / cell).astype(np.int64)
     ny = int(iy.max()) + 1
     keys = ix * ny + iy
     # With few enough cells (a 1 km unit at 10 m has about 12,000) the keys fit 16 bits,
     # which numpy sorts by radix, several times faster than a comparison sort.
     order = np.argsort(keys.astype(np.uint16) if keys.max() < 1 << 16 else keys, kind="stable")
-    return GridIndex(float(x0), float(y0), cell, ny, order, keys[order])
+    cell_starts = np.concatenate([[0], np.cumsum(np.bincount(keys))])
+    return GridIndex(x0, y0, cell, ny, order, cell_starts)
 
 
 def indices_in_bounds(index: GridIndex, bounds: tuple[float, float, float, float]) -> np.ndarray:
@@ -39,15 +48,18 @@ def indices_in_bounds(index: GridIndex, bounds: tuple[float, float, float, float
     if len(index.order) == 0:
         return np.empty(0, np.int64)
     xmin, ymin, xmax, ymax = bounds
-    i0 = max(0, int((xmin - index.x0) // index.cell))
-    i1 = int((xmax - index.x0) // index.cell)
-    j0 = max(0, int((ymin - index.y0) // index.cell))
-    j1 = min(index.ny - 1, int((ymax - index.y0) // index.cell))
+    i0 = max(0, math.floor((xmin - index.x0) / index.cell))
+    i1 = math.floor((xmax - index.x0) / index.cell)
+    j0 = max(0, math.floor((ymin - index.y0) / index.cell))
+    j1 = min(index.ny - 1, math.floor((ymax - index.y0) / index.cell))
     if i1 < i0 or j1 < j0:
         return np.empty(0, np.int64)
-    row_starts = np.arange(i0, i1 + 1) * index.ny
-    lo = np.searchsorted(index.keys, row_starts + j0, side="left")
-    hi = np.searchsorted(index.keys, row_starts + j1, side="right")
+    # Each column's cells j0..j1 are consecutive numbers, so one slice of `order`; numbers
+    # past the last cell have no points.
+    first_cells = np.arange(i0, i1 + 1) * index.ny + j0
+    last_number = len(index.cell_starts) - 1
+    lo = index.cell_starts[np.minimum(first_cells, last_number)]
+    hi = index.cell_starts[np.minimum(first_cells + (j1 - j0 + 1), last_number)]
     slices = [index.order[a:b] for a, b in zip(lo, hi) if b > a]
     return np.sort(np.concatenate(slices)) if slices else np.empty(0, np.int64)
 

@@ -335,3 +335,20 @@ def test_roof_comparison_flags_a_share_of_cells_moved_beyond_the_threshold():
     empty = roof_signature(np.empty((0, 3)))
     assert compare_roofs(before, empty, 1.0, 0.1).changed and compare_roofs(empty, raised, 1.0, 0.1).changed
     assert not compare_roofs(empty, empty, 1.0, 0.1).changed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_grid_index_crops_are_the_points_inside(seed):
+    """Crops through the grid index equal a scan of all points, for regions across cell
+    edges, the cloud's edges and beyond it."""
+    from reconstruction.crop import build_grid_index, indices_in_polygon
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 95, (5000, 2)) + [652000.0, 6862000.0]
+    xy[:50] = np.round(xy[:50] / 10) * 10  # on cell edges
+    index = build_grid_index(xy)
+    for _ in range(20):
+        centre = rng.uniform(-20, 115, 2) + [652000.0, 6862000.0]
+        region = shapely.Point(centre).buffer(rng.uniform(0.5, 40), quad_segs=3)
+        expected = np.flatnonzero(shapely.contains_xy(region, xy[:, 0], xy[:, 1]))
+        assert np.array_equal(indices_in_polygon(index, xy, region), expected)
