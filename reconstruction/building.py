@@ -125,6 +125,10 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
     lod13_solids = [extrude_flat(part.polygon, ground.height, part.height) for part in parts]
     lod22, lod22_faces, lod2_failure = _lod22(inputs, ground.height, heightfield, roof, lod12, config)
     validity_lod12 = validate_solid(lod12)
+    rmse_lod12, rmse_lod13 = quality.prism_rmses(
+        inputs.roof_points,
+        [[(polygon, ground.height, roof.lod1)], [(part.polygon, ground.height, part.height) for part in parts]],
+    )
 
     attributes.update(
         height_lod12=round(roof.lod1 - ground.height, 3),
@@ -136,10 +140,8 @@ def _reconstruct(inputs: BuildingInputs, config: BuildConfig, attributes: dict[s
         validity_lod13=validate_parts(lod13_solids),
         # LOD2.2 reconstruction returns only solids that pass the same validation.
         validity_lod22=validity_lod12 if lod2_failure else [],
-        rmse_lod12=_rounded(quality.prism_rmse(inputs.roof_points, [(polygon, ground.height, roof.lod1)])),
-        rmse_lod13=_rounded(
-            quality.prism_rmse(inputs.roof_points, [(part.polygon, ground.height, part.height) for part in parts])
-        ),
+        rmse_lod12=_rounded(rmse_lod12),
+        rmse_lod13=_rounded(rmse_lod13),
         rmse_lod22=_rounded(quality.rmse(inputs.roof_points, [lod22])),
     )
     attributes.update(_roof_attributes(lod22, lod22_faces, lod2_failure, ground.height))

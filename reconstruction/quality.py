@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import open3d as o3d
@@ -78,19 +79,34 @@ def prism_rmse(points: np.ndarray, prisms: list[tuple[shapely.Polygon, float, fl
     its nearest wall; beside it, the nearest point of its outline at the height clamped
     to its walls. Exact, and no triangles or ray-casting scene to build for LOD1.x.
     """
-    if len(points) == 0 or not prisms:
-        return None
-    z = points[:, 2]
-    nearest = np.full(len(points), np.inf)
-    for polygon, bottom, top in prisms:
-        to_outline = _distance_to_rings(points[:, :2], polygon)
-        inside = shapely.contains_xy(polygon, points[:, 0], points[:, 1])
-        below_or_above = np.maximum(np.maximum(z - top, bottom - z), 0.0)
-        within = np.minimum(np.minimum(top - z, z - bottom), to_outline)
-        over = np.where(below_or_above > 0, below_or_above, within)
-        distance = np.where(inside, over, np.hypot(to_outline, below_or_above))
-        nearest = np.minimum(nearest, distance)
-    return float(np.sqrt(np.mean(nearest**2)))
+    return prism_rmses(points, [prisms])[0]
+
+
+def prism_rmses(points: np.ndarray, models: Sequence[list[tuple[shapely.Polygon, float, float]]]) -> list[float | None]:
+    """`prism_rmse` of each model. The points' distances to a polygon's outline, the
+    costliest part, are measured once for all the prisms on that polygon (the same
+    object): a LOD1.3 of one part stands on the LOD1.2 block's footprint."""
+    if len(points) == 0:
+        return [None] * len(models)
+    xy, z = points[:, :2], points[:, 2]
+    outlines: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    result: list[float | None] = []
+    for prisms in models:
+        if not prisms:
+            result.append(None)
+            continue
+        nearest = np.full(len(points), np.inf)
+        for polygon, bottom, top in prisms:
+            if id(polygon) not in outlines:
+                outlines[id(polygon)] = (_distance_to_rings(xy, polygon), shapely.contains_xy(polygon, xy[:, 0], xy[:, 1]))
+            to_outline, inside = outlines[id(polygon)]
+            below_or_above = np.maximum(np.maximum(z - top, bottom - z), 0.0)
+            within = np.minimum(np.minimum(top - z, z - bottom), to_outline)
+            over = np.where(below_or_above > 0, below_or_above, within)
+            distance = np.where(inside, over, np.hypot(to_outline, below_or_above))
+            nearest = np.minimum(nearest, distance)
+        result.append(float(np.sqrt(np.mean(nearest**2))))
+    return result
 
 
 def _distance_to_rings(xy: np.ndarray, polygon: shapely.Polygon) -> np.ndarray:

@@ -250,7 +250,7 @@ def test_overlapping_parts_are_reported_as_601():
 def test_prism_rmse_is_the_distance_to_the_extruded_solids():
     """The closed form agrees with open3d's distances to the triangulated solids, for
     points above, below, inside and beside two prisms, one with a courtyard."""
-    from reconstruction.quality import prism_rmse, rmse
+    from reconstruction.quality import prism_rmse, prism_rmses, rmse
 
     origin = np.array([652_000.0, 6_862_000.0])
     courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
@@ -263,3 +263,6 @@ def test_prism_rmse_is_the_distance_to_the_extruded_solids():
     for subset in (points, points[:1]):
         assert prism_rmse(subset, prisms) == pytest.approx(rmse(subset, solids), abs=1e-4)
     assert prism_rmse(points[:0], prisms) is None
+    # Models sharing an outline (the same polygon object) measure its distances once.
+    block = [(prisms[0][0], 40.0, 55.0)]
+    assert prism_rmses(points, [block, prisms, []]) == [prism_rmse(points, block), prism_rmse(points, prisms), None]
