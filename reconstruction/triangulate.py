@@ -31,9 +31,15 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
         apex = _fan_apexes([vertices])[0]
         if apex >= 0:
             return vertices, _fans(np.array([0]), np.array([len(vertices)]), np.array([apex]))
+    return vertices, _delaunay(surface, vertices)
+
+
+def _delaunay(surface: Surface, vertices: np.ndarray) -> np.ndarray:
+    """GEOS's constrained Delaunay triangles of the surface projected onto its plane, as
+    indices into its `vertices`, oriented like the surface."""
     normal = surface_normal(surface)
     if not normal.any():
-        return vertices, np.zeros((0, 3), dtype=np.int64)  # a surface without area has no triangles
+        return np.zeros((0, 3), dtype=np.int64)  # a surface without area has no triangles
     u = cross(normal, np.array([1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
     u /= np.linalg.norm(u)
     v = cross(normal, u)
@@ -41,21 +47,22 @@ def triangulate_surface(surface: Surface) -> tuple[np.ndarray, np.ndarray]:
     flat = np.column_stack([(vertices - origin) @ u, (vertices - origin) @ v])
     offsets = np.cumsum([0] + [len(r) for r in surface.rings])
     rings = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    polygon = shapely.Polygon(rings[0], rings[1:])
-    lookup = {tuple(p): i for i, p in enumerate(flat.tolist())}
-    triangles = []
-    for triangle in shapely.get_parts(shapely.constrained_delaunay_triangles(polygon)):
-        corners = np.asarray(triangle.exterior.coords)[:3]
-        indices = [lookup.get(tuple(c)) for c in corners.tolist()]
-        if None in indices:
-            indices = [int(np.argmin(np.linalg.norm(flat - c, axis=1))) for c in corners]
-        triangles.append(indices)
-    triangles = np.array(triangles, dtype=np.int64).reshape(-1, 3)
-    if len(triangles):
-        a, b, c = (vertices[triangles[:, k]] for k in range(3))
-        flipped = cross_rows(b - a, c - a) @ normal < 0
-        triangles[flipped] = triangles[flipped][:, [0, 2, 1]]
-    return vertices, triangles
+    parts = shapely.get_parts(shapely.constrained_delaunay_triangles(shapely.Polygon(rings[0], rings[1:])))
+    if len(parts) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    # Each triangle's ring is its 3 corners and the first again; the corners are the
+    # surface's own projected vertices, found by exact match (the last of equal ones).
+    corners = shapely.get_coordinates(shapely.get_exterior_ring(parts)).reshape(-1, 4, 2)[:, :3].reshape(-1, 2)
+    lookup = {point: index for index, point in enumerate(map(tuple, flat.tolist()))}
+    indices = [lookup.get(point, -1) for point in map(tuple, corners.tolist())]
+    triangles = np.array(indices, dtype=np.int64).reshape(-1, 3)
+    for row in np.flatnonzero((triangles < 0).any(axis=1)):
+        # A corner GEOS moved: the triangle takes the nearest vertices.
+        triangles[row] = [np.argmin(np.linalg.norm(flat - corner, axis=1)) for corner in corners[3 * row : 3 * row + 3]]
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    flipped = cross_rows(b - a, c - a) @ normal < 0
+    triangles[flipped] = triangles[flipped][:, [0, 2, 1]]
+    return triangles
 
 
 def triangle_widths(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -79,7 +86,7 @@ def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     fanned = apexes >= 0
     all_triangles = [_fans(starts[fanned], counts[fanned], apexes[fanned])]
     for index in np.flatnonzero(~fanned):
-        all_triangles.append(triangulate_surface(surfaces[index])[1] + starts[index])
+        all_triangles.append(_delaunay(surfaces[index], np.concatenate(surfaces[index].rings)) + starts[index])
     keys = np.rint(vertices * 1000).astype(np.int64)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return vertices[first], inverse.reshape(-1)[np.concatenate(all_triangles)]
