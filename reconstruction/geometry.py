@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -35,6 +36,33 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def surface_vector_area(surface: Surface, origin: np.ndarray) -> np.ndarray:
     """Vector area of a polygon with holes (holes run the other way, so they subtract)."""
     return sum((ring_vector_area(ring, origin) for ring in surface.rings), np.zeros(3))
+
+
+def surface_vector_areas(surfaces: Sequence[Surface]) -> np.ndarray:
+    """`surface_vector_area` of each surface about its first vertex, (n, 3), all at once and
+    to the last bit the same."""
+    rings = [ring for surface in surfaces for ring in surface.rings]
+    ring_counts = [len(surface.rings) for surface in surfaces]
+    ring_surface = np.repeat(np.arange(len(surfaces)), ring_counts)
+    vertex_ring = np.repeat(np.arange(len(rings)), [len(ring) for ring in rings])
+    origins = np.array([surface.rings[0][0] for surface in surfaces])
+    points = np.concatenate(rings) - origins[ring_surface[vertex_ring]]
+    terms = cross_rows(points, points[RingLayout.of(rings).successors])
+    ring_areas = 0.5 * group_sums(terms, vertex_ring, len(rings))
+    return group_sums(ring_areas, ring_surface, len(surfaces))
+
+
+def group_sums(values: np.ndarray, group: np.ndarray, group_count: int) -> np.ndarray:
+    """The sum of the rows of `values` in each group, added first to last as numpy.sum adds
+    one group's rows (np.add.at goes in order; np.add.reduceat would add pairwise)."""
+    sums = np.zeros((group_count,) + values.shape[1:])
+    np.add.at(sums, group, values)
+    return sums
+
+
+def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The dot products of the rows of two (n, 3) arrays, each as np.dot computes it."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
 def surface_area(surface: Surface) -> float:

@@ -19,7 +19,7 @@ import open3d as o3d
 import shapely
 
 from reconstruction.extrude import Plane, RoofFace
-from reconstruction.geometry import surface_area, surface_normal
+from reconstruction.geometry import row_dots, surface_vector_areas
 from reconstruction.triangulate import triangulate_solid
 from twin.model import Solid, SurfaceKind
 
@@ -144,14 +144,17 @@ class SurfaceAreas:
 
 
 def surface_areas(solid: Solid) -> SurfaceAreas:
+    vectors = surface_vector_areas(solid.surfaces)
+    areas = np.sqrt(row_dots(vectors, vectors))
+    upright = vectors[:, 2] / np.where(areas > 0, areas, 1.0)
+    flat_roofs = np.degrees(np.arccos(np.clip(upright, -1, 1))) < HORIZONTAL_DEG
     ground = flat = sloped = wall = 0.0
-    for surface in solid.surfaces:
-        area = surface_area(surface)
+    for surface, area, is_flat in zip(solid.surfaces, areas.tolist(), flat_roofs.tolist()):
         if surface.kind == SurfaceKind.GROUND:
             ground += area
         elif surface.kind == SurfaceKind.WALL:
             wall += area
-        elif np.degrees(np.arccos(np.clip(surface_normal(surface)[2], -1, 1))) < HORIZONTAL_DEG:
+        elif is_flat:
             flat += area
         else:
             sloped += area

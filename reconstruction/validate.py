@@ -28,7 +28,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from reconstruction.geometry import cross_rows, solid_origin
+from reconstruction.geometry import cross_rows, group_sums, row_dots, solid_origin
 from reconstruction.triangulate import triangle_widths, triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -183,12 +183,12 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
     points = rings.vertices - origin
     newell_terms = cross_rows(points, points[rings.following])
     surface_count = len(rings.surfaces)
-    ring_areas = 0.5 * _sums(newell_terms, rings.vertex_ring, len(rings.ring_starts))
+    ring_areas = 0.5 * group_sums(newell_terms, rings.vertex_ring, len(rings.ring_starts))
     if len(ring_areas) == surface_count:
         surface_areas = ring_areas
     else:
-        surface_areas = _sums(ring_areas, rings.ring_surface, surface_count)
-    norms = np.sqrt(_row_dots(surface_areas, surface_areas))
+        surface_areas = group_sums(ring_areas, rings.ring_surface, surface_count)
+    norms = np.sqrt(row_dots(surface_areas, surface_areas))
     degenerate = norms == 0
     if degenerate.any():
         rest = [surface for surface, flat in zip(rings.surfaces, degenerate) if not flat]
@@ -197,9 +197,9 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
 
     vertex_surface = rings.vertex_surface()
     surface_starts = rings.ring_starts[rings.surface_first_ring]
-    centres = _sums(points, vertex_surface, surface_count) / np.bincount(vertex_surface)[:, None]
+    centres = group_sums(points, vertex_surface, surface_count) / np.bincount(vertex_surface)[:, None]
     vertex_normals = normals[vertex_surface]
-    distances = np.maximum.reduceat(np.abs(_row_dots(points - centres[vertex_surface], vertex_normals)), surface_starts)
+    distances = np.maximum.reduceat(np.abs(row_dots(points - centres[vertex_surface], vertex_normals)), surface_starts)
     off_plane = distances > PLANARITY_DISTANCE_M
     # Within 1 mm of its plane, no triangle wider than a sliver can tilt by 20 degrees.
     warped = np.zeros(surface_count, dtype=bool)
@@ -217,27 +217,14 @@ def _polygon_errors(rings: _Rings, origin: np.ndarray) -> tuple[set[int], np.nda
     return errors, surface_areas
 
 
-def _sums(values: np.ndarray, group: np.ndarray, group_count: int) -> np.ndarray:
-    """The sum of the rows of `values` in each group, added first to last as numpy.sum adds
-    one group's rows (np.add.at goes in order; reduceat would add pairwise)."""
-    sums = np.zeros((group_count,) + values.shape[1:])
-    np.add.at(sums, group, values)
-    return sums
-
-
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The dot products of the rows of two (n, 3) arrays, each as np.dot computes it."""
-    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
-
-
 def _in_plane(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
     """Coordinates of points (n, 3) in a right-handed 2D frame of the plane of each one's
     normal (n, 3)."""
     axes = np.where((np.abs(normals[:, 0]) < 0.9)[:, None], _X_AXIS, _Y_AXIS)
     u = cross_rows(normals, axes)
-    u /= np.sqrt(_row_dots(u, u))[:, None]
+    u /= np.sqrt(row_dots(u, u))[:, None]
     v = cross_rows(normals, u)
-    return np.column_stack([_row_dots(points, u), _row_dots(points, v)])
+    return np.column_stack([row_dots(points, u), row_dots(points, v)])
 
 
 def _hole_errors(rings: _Rings, flat_points: np.ndarray, rings_2d: np.ndarray, checked: np.ndarray) -> set[int]:
@@ -330,4 +317,4 @@ def _volume(rings: _Rings, origin: np.ndarray, surface_areas: np.ndarray) -> flo
     """Signed volume by the divergence theorem (as geometry.solid_volume), from the surface
     areas already found, added surface after surface as the per-surface code added them."""
     corners = rings.vertices[rings.ring_starts[rings.surface_first_ring]] - origin
-    return float(np.cumsum(_row_dots(corners, surface_areas))[-1]) / 3.0
+    return float(np.cumsum(row_dots(corners, surface_areas))[-1]) / 3.0

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from shapely import affinity
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces, extrude_flat
-from reconstruction.geometry import cross_rows, solid_volume, surface_area, surface_normal
+from reconstruction.geometry import cross_rows, solid_volume, surface_area, surface_normal, surface_vector_area, surface_vector_areas
 from reconstruction.triangulate import triangulate_solid, triangulate_surface
 from reconstruction.validate import overused_edges, validate_parts, validate_solid
 from tests.helpers import assert_closed_outward
@@ -266,3 +266,15 @@ def test_prism_rmse_is_the_distance_to_the_extruded_solids():
     # Models sharing an outline (the same polygon object) measure its distances once.
     block = [(prisms[0][0], 40.0, 55.0)]
     assert prism_rmses(points, [block, prisms, []]) == [prism_rmse(points, block), prism_rmse(points, prisms), None]
+
+
+def test_vector_areas_of_all_surfaces_at_once_are_each_surfaces_to_the_last_bit():
+    """Batched over a solid with a courtyard and sloped faces at projected coordinates."""
+    courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
+    faces = [
+        RoofFace(affinity.translate(courtyard, 652_000.0, 6_862_000.0), Plane(652_000.0, 6_862_000.0, 51.3, 0.31, -0.07)),
+        RoofFace(shapely.box(652_020.0, 6_862_000.0, 652_026.0, 6_862_012.0), Plane.horizontal(48.2)),
+    ]
+    solid = extrude_faces(faces, 40.0)
+    expected = np.array([surface_vector_area(s, s.rings[0][0]) for s in solid.surfaces])
+    assert np.array_equal(surface_vector_areas(solid.surfaces), expected)
