@@ -60,6 +60,22 @@ def group_sums(values: np.ndarray, group: np.ndarray, group_count: int) -> np.nd
     return sums
 
 
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What np.unique(rows, axis=0, return_index=True, return_inverse=True,
+    return_counts=True) gives for an integer (n, k) array: the distinct rows in
+    lexicographic order, the index of each one's first occurrence, each row's distinct
+    row, and their counts. From one lexsort: np.unique's structured-row sort took several
+    times longer on the few hundred rows of a roof's edges or a solid's vertices."""
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    starts = np.ones(len(rows), dtype=bool)
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
+    inverse = np.empty(len(rows), dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    counts = np.diff(np.append(np.flatnonzero(starts), len(rows)))
+    return ordered[starts], order[starts], inverse, counts
+
+
 def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The dot products of the rows of two (n, 3) arrays, each as np.dot computes it."""
     return (a[:, None, :] @ b[:, :, None])[:, 0, 0]

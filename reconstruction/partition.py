@@ -28,6 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from reconstruction.extrude import SNAP_M, Plane, RoofFace
+from reconstruction.geometry import unique_rows
 from twin.config import Lod2Config
 
 GROUND = -1
@@ -177,8 +178,7 @@ def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
     swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
     low, high = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
     keys = np.column_stack([low, high])
-    _, segment, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    segment = segment.reshape(-1)
+    _, _, segment, counts = unique_rows(keys)
     length = np.hypot(*(high - low).T.astype(float)) * SNAP_M
     on_outline = np.zeros(len(faces), dtype=bool)
     on_outline[owner[counts[segment] == 1]] = True
@@ -191,8 +191,8 @@ def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
     pairs = np.column_stack([i[distinct], j[distinct]])
     if len(pairs) == 0:
         return FaceEdges(np.empty(0, int), np.empty(0, int), np.empty(0), on_outline)
-    unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    summed = np.bincount(inverse.reshape(-1), weights=length[first][distinct])
+    unique_pairs, _, inverse, _ = unique_rows(pairs)
+    summed = np.bincount(inverse, weights=length[first][distinct])
     return FaceEdges(unique_pairs[:, 0], unique_pairs[:, 1], summed, on_outline)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from reconstruction.geometry import RingLayout, cross, cross_rows, surface_normal
+from reconstruction.geometry import RingLayout, cross, cross_rows, surface_normal, unique_rows
 from twin.model import Solid, Surface
 
 MIN_TURN_SINE = 1e-6
@@ -88,8 +88,8 @@ def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     for index in np.flatnonzero(~fanned):
         all_triangles.append(_delaunay(surfaces[index], np.concatenate(surfaces[index].rings)) + starts[index])
     keys = np.rint(vertices * 1000).astype(np.int64)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return vertices[first], inverse.reshape(-1)[np.concatenate(all_triangles)]
+    _, first, inverse, _ = unique_rows(keys)
+    return vertices[first], inverse[np.concatenate(all_triangles)]
 
 
 def _fan_apexes(rings: list[np.ndarray]) -> np.ndarray:

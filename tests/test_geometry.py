@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from shapely import affinity
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces, extrude_flat
-from reconstruction.geometry import cross_rows, solid_volume, surface_area, surface_normal, surface_vector_area, surface_vector_areas
+from reconstruction.geometry import (
+    cross_rows,
+    solid_volume,
+    surface_area,
+    surface_normal,
+    surface_vector_area,
+    surface_vector_areas,
+    unique_rows,
+)
 from reconstruction.triangulate import triangulate_solid, triangulate_surface
 from reconstruction.validate import overused_edges, validate_parts, validate_solid
 from tests.helpers import assert_closed_outward
@@ -278,3 +286,13 @@ def test_vector_areas_of_all_surfaces_at_once_are_each_surfaces_to_the_last_bit(
     solid = extrude_faces(faces, 40.0)
     expected = np.array([surface_vector_area(s, s.rings[0][0]) for s in solid.surfaces])
     assert np.array_equal(surface_vector_areas(solid.surfaces), expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_unique_rows_is_numpys_unique_along_rows(seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(-3, 3, (int(rng.integers(1, 60)), int(rng.integers(1, 5)))) * 10**12
+    expected = np.unique(rows, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    for got, wanted in zip(unique_rows(rows), expected):
+        assert np.array_equal(got, wanted.reshape(got.shape))
