@@ -1,5 +1,6 @@
-"""LOD2.2 of one building: roof planes -> roof lines -> labelled partition -> solid,
-then once more with the superstructures the first solid leaves out.
+"""LOD2.2 of one building: roof planes -> roof lines -> labelled partition, then once more
+with the superstructures that partition leaves out -> solid (from the first partition if
+the second gives none).
 
 Raises `Lod2Failure` with the reason whenever the building cannot get a trustworthy
 LOD2.2 (too few points, too many planes, few returns as on glass roofs, a failed step,
