@@ -99,8 +99,7 @@ def _footprint_directions(footprint: shapely.Polygon, main_angle: float, config:
 
 
 def _outline_lines(field, label_grid, n_planes, footprint, origin, directions, config: Lod2Config) -> list[RoofLine]:
-    lines = []
-    outline = footprint.boundary
+    pieces = []
     for label in range(n_planes):
         mask = label_grid == label
         if not mask.any():
@@ -111,24 +110,33 @@ def _outline_lines(field, label_grid, n_planes, footprint, origin, directions, c
                 coords = np.asarray(ring.coords)
                 for a, b in zip(coords[:-1], coords[1:]):
                     length = float(np.hypot(*(b - a)))
-                    if length < config.min_line_length_m:
-                        continue
-                    if _along_outline(shapely.LineString([a, b]), outline, field.cell):
-                        continue
-                    angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
-                    nearest = min(directions, key=lambda d: angle_difference(angle, d))
-                    if angle_difference(angle, nearest) <= np.radians(config.line_angle_deg):
-                        angle = nearest
-                    elif length < FREE_LINE_LENGTH_M:
-                        continue  # a stair step of the grid, not an edge of the roof
-                    lines.append(_line(angle, (a + b) / 2 - origin, length, False, field.angle, config))
+                    if length >= config.min_line_length_m:
+                        pieces.append((a, b, length))
+    if not pieces:
+        return []
+    ends = np.array([(a, b) for a, b, _ in pieces])
+    along = _along_outline(shapely.linestrings(ends), footprint.boundary, field.cell)
+    lines = []
+    for (a, b, length), on_outline in zip(pieces, along.tolist()):
+        if on_outline:
+            continue
+        angle = float(np.mod(np.arctan2(b[1] - a[1], b[0] - a[0]), np.pi))
+        nearest = min(directions, key=lambda d: angle_difference(angle, d))
+        if angle_difference(angle, nearest) <= np.radians(config.line_angle_deg):
+            angle = nearest
+        elif length < FREE_LINE_LENGTH_M:
+            continue  # a stair step of the grid, not an edge of the roof
+        lines.append(_line(angle, (a + b) / 2 - origin, length, False, field.angle, config))
     return lines
 
 
-def _along_outline(piece: shapely.LineString, outline: shapely.Geometry, tolerance: float) -> bool:
-    """Whether a piece of a plane's outline runs along the footprint's own outline (no roof line)."""
-    samples = [piece.interpolate(t, normalized=True) for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    return all(outline.distance(p) <= tolerance for p in samples)
+def _along_outline(pieces: np.ndarray, outline: shapely.Geometry, tolerance: float) -> np.ndarray:
+    """Whether each piece of a plane's outline runs along the footprint's own outline (no
+    roof line): its ends, quarters and middle all within `tolerance` of it."""
+    near = np.ones(len(pieces), dtype=bool)
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        near &= shapely.distance(outline, shapely.line_interpolate_point(pieces, t, normalized=True)) <= tolerance
+    return near
 
 
 def _intersection_lines(field, label_grid, planes, origin, config: Lod2Config) -> list[RoofLine]:
