@@ -29,10 +29,10 @@ from twin.model import Solid
 
 PINCH_REPAIRS = 8
 BOX_REACH_M = 2.0
-"""A superstructure's top may label the roof faces up to this far from its box (beside a
-box it sometimes fits a flat piece better than the roof planes do), no farther. Each box's
-graph-cut moves then span the faces near it, not the whole roof: on roofs with hundreds
-of boxes, those moves took most of the building's time."""
+"""A superstructure's top may label the roof faces meeting its box grown by this much on
+every side (beside a box it sometimes fits a flat piece better than the roof planes do),
+no others. Each box's graph-cut moves then span the faces near it, not the whole roof: on
+roofs with hundreds of boxes, those moves took most of the building's time."""
 
 
 class Lod2Failure(Exception):
