@@ -28,7 +28,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from reconstruction.geometry import cross_rows, group_sums, row_dots, solid_origin
+from reconstruction.geometry import cross_rows, group_sums, row_dots, solid_origin, unique_rows
 from reconstruction.triangulate import triangle_widths, triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -144,14 +144,8 @@ class _Rings:
 def _snapped_ids(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(an id per point, equal for points on the same 1 mm grid point; those grid
     points (integer millimetres) in lexicographic order, indexed by id)."""
-    keys = np.rint(points / SNAP_TOLERANCE_M).astype(np.int64)
-    order = np.lexsort(keys.T[::-1])
-    ordered = keys[order]
-    starts_group = np.ones(len(keys), dtype=bool)
-    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts_group[1:])
-    ids = np.empty(len(keys), dtype=np.int64)
-    ids[order] = np.cumsum(starts_group) - 1
-    return ids, ordered[starts_group]
+    grid_points, _, ids, _ = unique_rows(np.rint(points / SNAP_TOLERANCE_M).astype(np.int64))
+    return ids, grid_points
 
 
 def _undirected_edges(vertex_ids: np.ndarray, following: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
