@@ -13,6 +13,7 @@ outline pieces, being exact).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,24 +194,44 @@ def _line(angle: float, anchor: np.ndarray, weight: float, exact: bool, main_ang
 
 
 def _merge(lines: list[RoofLine], config: Lod2Config) -> list[RoofLine]:
-    """Parallel lines closer than `line_offset_m` become one (an exact line wins)."""
+    """Parallel lines closer than `line_offset_m` become one (an exact line wins): each line,
+    strongest first, joins the first line kept before it that it is close to.
+
+    The kept lines are searched by direction (a kept line keeps its angle), and within one
+    by offset, not one by one: a campus roof's thousands of outline pieces against hundreds
+    of kept lines took most of its roof lines' time."""
     same_direction = np.radians(2.0)
+    tolerance = config.line_offset_m
     remaining = sorted(lines, key=lambda l: (not l.exact, -l.weight, l.angle, l.offset))
     merged: list[RoofLine] = []
+    by_angle: dict[float, list[tuple[float, int]]] = {}  # per kept angle, (offset, index) sorted
     for line in remaining:
-        for k, kept in enumerate(merged):
-            if angle_difference(line.angle, kept.angle) > same_direction:
+        match = None
+        for angle, kept_lines in by_angle.items():
+            if angle_difference(line.angle, angle) > same_direction:
                 continue
-            offset = line.offset if abs(line.angle - kept.angle) < np.pi / 2 else -line.offset
-            if abs(offset - kept.offset) > config.line_offset_m:
-                continue
-            if not kept.exact:
-                total = kept.weight + line.weight
-                kept = RoofLine(kept.angle, (kept.offset * kept.weight + offset * line.weight) / total, total, False)
-            else:
-                kept = RoofLine(kept.angle, kept.offset, kept.weight + line.weight, True)
-            merged[k] = kept
-            break
-        else:
+            offset = line.offset if abs(line.angle - angle) < np.pi / 2 else -line.offset
+            # Widened by a hair, then tested exactly: the bisection's bounds are rounded.
+            first = bisect.bisect_left(kept_lines, (offset - tolerance - 1e-9,))
+            for kept_offset, k in kept_lines[first:]:
+                if kept_offset > offset + tolerance + 1e-9:
+                    break
+                if abs(offset - kept_offset) <= tolerance and (match is None or k < match[0]):
+                    match = (k, offset)
+        if match is None:
+            by_angle.setdefault(line.angle, [])
+            bisect.insort(by_angle[line.angle], (line.offset, len(merged)))
             merged.append(line)
+            continue
+        k, offset = match
+        kept = merged[k]
+        if not kept.exact:
+            total = kept.weight + line.weight
+            joined = RoofLine(kept.angle, (kept.offset * kept.weight + offset * line.weight) / total, total, False)
+        else:
+            joined = RoofLine(kept.angle, kept.offset, kept.weight + line.weight, True)
+        kept_lines = by_angle[kept.angle]
+        kept_lines.remove((kept.offset, k))
+        bisect.insort(kept_lines, (joined.offset, k))
+        merged[k] = joined
     return merged

@@ -530,3 +530,43 @@ def test_an_expansion_move_over_some_faces_is_the_best_move_keeping_the_others(s
     unrestricted = _expand(fixed, edges, labels, alpha, 0.5, None)
     assert np.isin(np.flatnonzero(restricted != labels), movable).all()
     assert _energy(costs, edges, restricted, 0.5) == pytest.approx(_energy(costs, edges, unrestricted, 0.5), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_merged_roof_lines_are_those_of_a_scan_over_every_kept_line(seed):
+    """Each line joins the first kept line within 2 degrees and `line_offset_m`, as a scan
+    of all kept lines finds it, directions near 0 and pi included."""
+    from reconstruction.orientation import angle_difference
+    from reconstruction.roof_lines import RoofLine, _merge
+
+    def scanned(lines, config):
+        merged = []
+        for line in sorted(lines, key=lambda l: (not l.exact, -l.weight, l.angle, l.offset)):
+            for k, kept in enumerate(merged):
+                if angle_difference(line.angle, kept.angle) > np.radians(2.0):
+                    continue
+                offset = line.offset if abs(line.angle - kept.angle) < np.pi / 2 else -line.offset
+                if abs(offset - kept.offset) > config.line_offset_m:
+                    continue
+                total = kept.weight + line.weight
+                offset = kept.offset if kept.exact else (kept.offset * kept.weight + offset * line.weight) / total
+                merged[k] = RoofLine(kept.angle, offset, total, kept.exact)
+                break
+            else:
+                merged.append(line)
+        return merged
+
+    rng = np.random.default_rng(seed)
+    directions = [0.0, 0.3, np.pi / 2 + 0.3, np.pi - 0.01]
+    lines = [
+        RoofLine(
+            float(rng.choice(directions) if rng.random() < 0.8 else rng.uniform(0, np.pi)),
+            float(np.round(rng.uniform(-6, 6), int(rng.integers(0, 3)))),
+            float(rng.integers(1, 6)),
+            bool(rng.random() < 0.2),
+        )
+        for _ in range(int(rng.integers(1, 120)))
+    ]
+    config = Lod2Config()
+    assert _merge(lines, config) == scanned(lines, config)
