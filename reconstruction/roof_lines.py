@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from reconstruction.geometry import unique_rows
 from reconstruction.heightfield import Heightfield
 from reconstruction.orientation import angle_difference
 from reconstruction.planes import RoofPlane
@@ -166,18 +167,22 @@ def _intersection_lines(field, label_grid, planes, origin, config: Lod2Config) -
 
 
 def _adjacent_cells(label_grid: np.ndarray):
-    """Pairs of labels that touch on the grid, with the cells along their shared edge."""
-    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    """Pairs of labels that touch on the grid (in order), with the cells along their shared
+    edge (sorted, each once), from all the grid's touching cells at once."""
     nu, nv = label_grid.shape
+    rows = []  # (lower label, higher label, i, j) of both cells of every touching pair
     for di, dj in ((1, 0), (0, 1)):
         a = label_grid[: nu - di, : nv - dj]
         b = label_grid[di:, dj:]
-        touching = (a != b) & (a >= 0) & (b >= 0)
-        for i, j in zip(*np.nonzero(touching)):
-            key = (min(a[i, j], b[i, j]), max(a[i, j], b[i, j]))
-            pairs.setdefault(key, []).extend([(i, j), (i + di, j + dj)])
-    for (a, b), cells in sorted(pairs.items()):
-        yield int(a), int(b), np.array(sorted(set(cells)))
+        i, j = np.nonzero((a != b) & (a >= 0) & (b >= 0))
+        low, high = np.minimum(a[i, j], b[i, j]), np.maximum(a[i, j], b[i, j])
+        rows += [np.column_stack([low, high, i, j]), np.column_stack([low, high, i + di, j + dj])]
+    cells = unique_rows(np.concatenate(rows).astype(np.int64))[0]
+    if len(cells) == 0:
+        return
+    bounds = np.append(np.flatnonzero(np.r_[True, np.any(cells[1:, :2] != cells[:-1, :2], axis=1)]), len(cells))
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        yield int(cells[start, 0]), int(cells[start, 1]), cells[start:end, 2:]
 
 
 def _line(angle: float, anchor: np.ndarray, weight: float, exact: bool, main_angle: float, config: Lod2Config) -> RoofLine:
