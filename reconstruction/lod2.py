@@ -17,7 +17,15 @@ import shapely
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces
 from reconstruction.heightfield import Heightfield
-from reconstruction.partition import FaceEdges, RoofSamples, arrangement, face_adjacency, label_faces, roof_faces
+from reconstruction.partition import (
+    FaceEdges,
+    RoofSamples,
+    arrangement,
+    face_adjacency,
+    label_faces,
+    near_lines,
+    roof_faces,
+)
 from reconstruction.planes import RoofPlane, detect_planes
 from reconstruction.quality import face_attributes
 from reconstruction.roof_lines import plane_label_grid, roof_lines
@@ -79,7 +87,7 @@ def reconstruct_lod2(
     label_grid = plane_label_grid(field, roof_points, detection.labels)
     lines = roof_lines(field, label_grid, planes, footprint, origin, config)
     reach = float(np.hypot(*np.subtract(footprint.bounds[2:], footprint.bounds[:2]))) + 10.0
-    segments = [line.segment(origin, reach) for line in lines]
+    segments = near_lines(footprint, [line.segment(origin, reach) for line in lines])
     samples = _samples(field, inner_ground_points)
     plane_list = [p.plane for p in planes]
     partition = _Partition.of(footprint, segments, plane_list, samples, ground_z, config)
@@ -87,12 +95,12 @@ def reconstruct_lod2(
     if boxes:
         # The first partition only served to find the boxes: its solid is made only if the
         # partition with them fails.
-        outlines = [box.outline.exterior for box in boxes]
+        outlines = near_lines(footprint, [box.outline.exterior for box in boxes])
         reaches = [None] * len(plane_list) + [box.outline.buffer(BOX_REACH_M, join_style="mitre") for box in boxes]
         try:
             detailed = _Partition.of(
-                footprint, segments + outlines, plane_list + [box.plane for box in boxes], samples, ground_z, config,
-                reaches,
+                footprint, np.concatenate([segments, outlines]), plane_list + [box.plane for box in boxes], samples,
+                ground_z, config, reaches,
             )
             solid, faces = _roof_solid(detailed, ground_z, config)
         except Lod2Failure:
@@ -118,7 +126,7 @@ class _Partition:
     def of(
         cls,
         footprint: shapely.Polygon,
-        segments: list[shapely.Geometry],
+        segments: np.ndarray,
         planes: list[Plane],
         samples: RoofSamples,
         ground_z: float,

@@ -52,8 +52,16 @@ class RoofSamples:
     """Area each sample stands for (m2)."""
 
 
-def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> list[shapely.Polygon]:
-    """The faces into which `lines` (long enough to cross it) cut `footprint`, tiling it.
+def near_lines(footprint: shapely.Polygon, lines: list[shapely.Geometry]) -> np.ndarray:
+    """The parts of `lines` within `LINE_MARGIN_M` of `footprint`, for `arrangement`: their
+    crossings farther out, half of them on large roofs, would be noded for nothing. Line
+    by line, so a second arrangement with more lines clips only those."""
+    return shapely.intersection(lines, footprint.buffer(LINE_MARGIN_M))
+
+
+def arrangement(footprint: shapely.Polygon, lines: np.ndarray) -> list[shapely.Polygon]:
+    """The faces into which `lines` (`near_lines`, long enough to cross it) cut
+    `footprint`, tiling it.
 
     The lines are noded with the outline whole, not clipped to it first: a clipped line's
     end is computed, may miss the outline by a rounding error, and would then dangle (they
@@ -64,9 +72,7 @@ def arrangement(footprint: shapely.Polygon, lines: list[shapely.LineString]) -> 
     the faces then share their vertices exactly, where noding in floating point leaves
     crossings a fraction of a millimetre from outline corners that the solid's grid
     would tear apart."""
-    # Their crossings farther out, half of them on large roofs, would be noded for nothing.
-    near = footprint.buffer(LINE_MARGIN_M)
-    noded_lines = shapely.union_all(shapely.intersection(lines, near), grid_size=ARRANGEMENT_GRID_M)
+    noded_lines = shapely.union_all(lines, grid_size=ARRANGEMENT_GRID_M)
     # Only the edges near the outline need noding with it: the others have their vertices
     # on the coarser grid (so on the millimetre one too), and nothing new crosses them or
     # comes within a pixel of them. Noding them again took half the arrangement's time.
