@@ -122,7 +122,9 @@ def label_faces(
                 continue
             moves += 1
             candidate = _expand(costs, edges, labels, alpha, config.smoothness, movable[alpha])
-            candidate_energy = _energy(costs, edges, candidate, config.smoothness)
+            # A move that changes nothing keeps the energy; most of a box's moves change nothing.
+            unchanged = np.array_equal(candidate, labels)
+            candidate_energy = energy if unchanged else _energy(costs, edges, candidate, config.smoothness)
             if candidate_energy < energy - 1e-9:
                 labels, energy, improved, last_change = candidate, candidate_energy, True, moves
             else:
