@@ -103,13 +103,8 @@ def label_faces(
     """The label of each face: an index into `planes`, or GROUND; `edges` are the faces'
     `face_adjacency`. A plane with a reach in `reaches` (by index; None or none given: the
     whole footprint) labels only faces meeting its reach."""
-    costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config)
-    movable = _movable_faces(faces, reaches, costs.shape[1])
-    for label, reached in enumerate(movable):
-        if reached is not None:
-            beyond = np.ones(len(faces), dtype=bool)
-            beyond[reached] = False
-            costs[beyond, label] = _FORBIDDEN
+    movable = _movable_faces(faces, reaches, len(planes) + 1)
+    costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config, movable)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
     # A move depends only on the labels: one that failed needs no second try until some
@@ -204,23 +199,54 @@ def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
     return FaceEdges(unique_pairs[:, 0], unique_pairs[:, 1], summed, on_outline)
 
 
-def _data_costs(faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config) -> np.ndarray:
+def _data_costs(
+    faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config,
+    movable: list[np.ndarray | None],
+) -> np.ndarray:
+    """Per face and label, the capped misfit volume; `_FORBIDDEN` where the label cannot
+    go: the ground on the outline, a plane dipping to the ground on the face, and a label
+    with a reach (`movable`: its faces) beyond it, where it is not measured at all."""
     n_labels = len(planes) + 1  # the last label is the ground
     costs = np.zeros((len(faces), n_labels))
     tree = shapely.STRtree(faces)
     sample_index, face_index = tree.query(shapely.points(samples.xy), predicate="within")
     xy = samples.xy[sample_index]
     z = samples.z[sample_index]
-    surfaces = np.stack([p.height_at(xy[:, 0], xy[:, 1]) for p in planes] + [np.full(len(xy), ground_z)], axis=1)
-    misfit = np.minimum(np.abs(surfaces - z[:, None]), config.misfit_cap_m) * samples.area
-    np.add.at(costs, face_index, misfit)
-    costs[on_outline, -1] = _FORBIDDEN
-    # A plane that dips to the ground anywhere on a face cannot roof it.
     corners, owners = shapely.get_coordinates(shapely.get_exterior_ring(faces), return_index=True)
-    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-    for label, plane in enumerate(planes):
-        lowest = np.minimum.reduceat(plane.height_at(corners[:, 0], corners[:, 1]), starts)
-        costs[owners[starts][lowest < ground_z + MIN_ROOF_CLEARANCE_M], label] = _FORBIDDEN
+
+    def misfits(labels: list[int], chosen: slice | np.ndarray) -> np.ndarray:
+        """Summed per face, sample after sample, over the `chosen` samples."""
+        at = xy[chosen]
+        surfaces = np.stack(
+            [planes[k].height_at(at[:, 0], at[:, 1]) if k < len(planes) else np.full(len(at), ground_z) for k in labels],
+            axis=1,
+        )
+        misfit = np.minimum(np.abs(surfaces - z[chosen, None]), config.misfit_cap_m) * samples.area
+        summed = np.zeros((len(faces), len(labels)))
+        np.add.at(summed, face_index[chosen], misfit)
+        return summed
+
+    def dipping(plane: Plane, chosen: slice | np.ndarray) -> np.ndarray:
+        """The faces among those of the `chosen` corners where the plane comes within
+        `MIN_ROOF_CLEARANCE_M` of the ground."""
+        face_of, xy_of = owners[chosen], corners[chosen]
+        starts = np.flatnonzero(np.r_[True, face_of[1:] != face_of[:-1]])
+        lowest = np.minimum.reduceat(plane.height_at(xy_of[:, 0], xy_of[:, 1]), starts)
+        return face_of[starts][lowest < ground_z + MIN_ROOF_CLEARANCE_M]
+
+    everywhere = [k for k in range(len(planes)) if movable[k] is None]
+    costs[:, everywhere + [n_labels - 1]] = misfits(everywhere + [n_labels - 1], slice(None))
+    for label in everywhere:
+        costs[dipping(planes[label], slice(None)), label] = _FORBIDDEN
+    for label, reached in enumerate(movable[: len(planes)]):
+        if reached is None:
+            continue
+        costs[:, label] = _FORBIDDEN
+        if len(reached) == 0:
+            continue
+        costs[reached, label] = misfits([label], np.isin(face_index, reached))[reached, 0]
+        costs[dipping(planes[label], np.isin(owners, reached)), label] = _FORBIDDEN
+    costs[on_outline, -1] = _FORBIDDEN
     return costs
 
 

@@ -570,3 +570,15 @@ def test_merged_roof_lines_are_those_of_a_scan_over_every_kept_line(seed):
     ]
     config = Lod2Config()
     assert _merge(lines, config) == scanned(lines, config)
+
+
+def test_a_label_whose_reach_meets_no_face_labels_none():
+    from reconstruction.partition import RoofSamples, face_adjacency, label_faces
+
+    faces = [shapely.box(0, 0, 2, 2), shapely.box(2, 0, 4, 2)]
+    samples = RoofSamples(np.array([[0.5, 0.5], [1.5, 1.5], [2.5, 0.5], [3.5, 1.5]]), np.array([10.0, 10.0, 12.0, 12.0]), 0.25)
+    planes = [Plane.horizontal(10.0), Plane.horizontal(11.0), Plane.horizontal(12.0)]
+    reaches = [None, None, shapely.box(10, 10, 11, 11)]
+    labels = label_faces(faces, face_adjacency(faces), planes, samples, shapely.box(0, 0, 4, 2), 0.0, Lod2Config(), reaches)
+    assert labels.tolist() == [0, 1]
+    assert label_faces(faces, face_adjacency(faces), planes, samples, shapely.box(0, 0, 4, 2), 0.0, Lod2Config()).tolist() == [0, 2]
