@@ -103,8 +103,9 @@ def label_faces(
     """The label of each face: an index into `planes`, or GROUND; `edges` are the faces'
     `face_adjacency`. A plane with a reach in `reaches` (by index; None or none given: the
     whole footprint) labels only faces meeting its reach."""
-    movable = _movable_faces(faces, reaches, len(planes) + 1)
-    costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config, movable)
+    tree = shapely.STRtree(faces)
+    movable = _movable_faces(tree, reaches, len(planes) + 1)
+    costs = _data_costs(faces, tree, planes, samples, edges.on_outline, ground_z, config, movable)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
     # A move depends only on the labels: one that failed needs no second try until some
@@ -129,12 +130,14 @@ def label_faces(
     return np.where(labels == len(planes), GROUND, labels)
 
 
-def _movable_faces(faces, reaches: Sequence[shapely.Polygon | None], label_count: int) -> list[np.ndarray | None]:
-    """Per label, the faces it may take (sorted indices), or None for all."""
+def _movable_faces(
+    tree: shapely.STRtree, reaches: Sequence[shapely.Polygon | None], label_count: int
+) -> list[np.ndarray | None]:
+    """Per label, the faces (of `tree`) it may take, as sorted indices, or None for all."""
     movable: list[np.ndarray | None] = [None] * label_count
     bounded = [k for k, reach in enumerate(reaches) if reach is not None]
     if bounded:
-        region_index, face_index = shapely.STRtree(faces).query([reaches[k] for k in bounded], predicate="intersects")
+        region_index, face_index = tree.query([reaches[k] for k in bounded], predicate="intersects")
         for position, label in enumerate(bounded):
             movable[label] = np.unique(face_index[region_index == position])
     return movable
@@ -200,15 +203,15 @@ def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
 
 
 def _data_costs(
-    faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config,
+    faces, tree: shapely.STRtree, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config,
     movable: list[np.ndarray | None],
 ) -> np.ndarray:
     """Per face and label, the capped misfit volume; `_FORBIDDEN` where the label cannot
     go: the ground on the outline, a plane dipping to the ground on the face, and a label
-    with a reach (`movable`: its faces) beyond it, where it is not measured at all."""
+    with a reach (`movable`: its faces) beyond it, where it is not measured at all. `tree`
+    indexes `faces`."""
     n_labels = len(planes) + 1  # the last label is the ground
     costs = np.zeros((len(faces), n_labels))
-    tree = shapely.STRtree(faces)
     sample_index, face_index = tree.query(shapely.points(samples.xy), predicate="within")
     xy = samples.xy[sample_index]
     z = samples.z[sample_index]
