@@ -86,7 +86,8 @@ def triangulate_solid(solid: Solid) -> tuple[np.ndarray, np.ndarray]:
     fanned = apexes >= 0
     all_triangles = [_fans(starts[fanned], counts[fanned], apexes[fanned])]
     for index in np.flatnonzero(~fanned):
-        all_triangles.append(_delaunay(surfaces[index], np.concatenate(surfaces[index].rings)) + starts[index])
+        own = vertices[starts[index] : starts[index] + counts[index]]
+        all_triangles.append(_delaunay(surfaces[index], own) + starts[index])
     keys = np.rint(vertices * 1000).astype(np.int64)
     _, first, inverse, _ = unique_rows(keys)
     return vertices[first], inverse[np.concatenate(all_triangles)]
