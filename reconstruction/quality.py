@@ -71,21 +71,18 @@ def rmse(points: np.ndarray, solids: list[Solid]) -> float | None:
     return float(np.sqrt(np.mean(distance.astype(np.float64) ** 2)))
 
 
-def prism_rmse(points: np.ndarray, prisms: list[tuple[shapely.Polygon, float, float]]) -> float | None:
-    """RMSE of the distances from points (n, 3) to the nearest surface of prisms given as
-    (polygon, bottom, top): what `rmse` gives for their extruded solids, in closed form.
+def prism_rmses(points: np.ndarray, models: Sequence[list[tuple[shapely.Polygon, float, float]]]) -> list[float | None]:
+    """Per model, the RMSE of the distances from points (n, 3) to the nearest surface of its
+    prisms given as (polygon, bottom, top): what `rmse` gives for their extruded solids, in
+    closed form (None without points or prisms).
 
     Over a prism's polygon the nearest surface is its top, its bottom or, between them,
     its nearest wall; beside it, the nearest point of its outline at the height clamped
-    to its walls. Exact, and no triangles or ray-casting scene to build for LOD1.x.
+    to its walls. Exact, and no triangles or ray-casting scene to build for LOD1.x. The
+    points' distances to a polygon's outline, the costliest part, are measured once for
+    all the prisms on that polygon (the same object): a LOD1.3 of one part stands on the
+    LOD1.2 block's footprint.
     """
-    return prism_rmses(points, [prisms])[0]
-
-
-def prism_rmses(points: np.ndarray, models: Sequence[list[tuple[shapely.Polygon, float, float]]]) -> list[float | None]:
-    """`prism_rmse` of each model. The points' distances to a polygon's outline, the
-    costliest part, are measured once for all the prisms on that polygon (the same
-    object): a LOD1.3 of one part stands on the LOD1.2 block's footprint."""
     if len(points) == 0:
         return [None] * len(models)
     xy, z = points[:, :2], points[:, 2]

@@ -258,7 +258,7 @@ def test_overlapping_parts_are_reported_as_601():
 def test_prism_rmse_is_the_distance_to_the_extruded_solids():
     """The closed form agrees with open3d's distances to the triangulated solids, for
     points above, below, inside and beside two prisms, one with a courtyard."""
-    from reconstruction.quality import prism_rmse, prism_rmses, rmse
+    from reconstruction.quality import prism_rmses, rmse
 
     origin = np.array([652_000.0, 6_862_000.0])
     courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
@@ -269,11 +269,11 @@ def test_prism_rmse_is_the_distance_to_the_extruded_solids():
                               rng.uniform(30, 70, 4000)])
     solids = [extrude_flat(polygon, bottom, top) for polygon, bottom, top in prisms]
     for subset in (points, points[:1]):
-        assert prism_rmse(subset, prisms) == pytest.approx(rmse(subset, solids), abs=1e-4)
-    assert prism_rmse(points[:0], prisms) is None
+        assert prism_rmses(subset, [prisms])[0] == pytest.approx(rmse(subset, solids), abs=1e-4)
+    assert prism_rmses(points[:0], [prisms]) == [None]
     # Models sharing an outline (the same polygon object) measure its distances once.
     block = [(prisms[0][0], 40.0, 55.0)]
-    assert prism_rmses(points, [block, prisms, []]) == [prism_rmse(points, block), prism_rmse(points, prisms), None]
+    assert prism_rmses(points, [block, prisms, []]) == prism_rmses(points, [block]) + prism_rmses(points, [prisms]) + [None]
 
 
 def test_vector_areas_of_all_surfaces_at_once_are_each_surfaces_to_the_last_bit():
