@@ -17,7 +17,7 @@ from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.heightfield import rasterize
 from reconstruction.orientation import dominant_angle
 from reconstruction import quality
-from reconstruction.planes import detect_planes, local_normals
+from reconstruction.planes import _grow_regions, detect_planes, local_normals, nearest_neighbours
 from reconstruction.validate import validate_solid
 from tests.helpers import assert_closed_outward
 from twin.config import Lod2Config
@@ -200,6 +200,70 @@ def test_local_normals_are_lapacks_eigenvectors_at_projected_coordinates(buildin
     assert (normals[:, 2] >= 0).all()
     expected_variation = np.maximum(eigenvalues[:, 0], 0.0) / np.maximum(eigenvalues.sum(axis=1), 1e-12)
     assert np.abs(variation - expected_variation).max() < 1e-12
+
+
+@st.composite
+def point_clouds(draw):
+    """Clouds with what trips a neighbour search: ties (centimetre coordinates), duplicate
+    points, points on a line or on a vertical wall, and projected coordinates."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    count = draw(st.integers(1, 250))
+    shape = draw(st.sampled_from(["roof", "line", "wall", "one spot"]))
+    spread = np.array({"roof": [20, 12, 3], "line": [30, 0, 0], "wall": [15, 0, 8], "one spot": [0, 0, 0]}[shape])
+    points = np.round(rng.random((count, 3)) * spread, 2)
+    duplicated = rng.integers(0, count, draw(st.integers(0, count // 4)))
+    return np.vstack([points, points[duplicated]]) + [652_000.0, 6_862_000.0, 40.0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(point_clouds(), st.integers(1, 12))
+def test_nearest_neighbours_are_those_of_every_distance_nearest_first_then_by_index(points, k):
+    k = min(k, len(points))
+    distance = ((points[:, None] - points[None]) ** 2).sum(axis=2)
+    expected = np.array([np.lexsort((np.arange(len(points)), row))[:k] for row in distance])
+    assert np.array_equal(nearest_neighbours(points, k), expected)
+
+
+def _grown_regions_reference(points, normals, variation, neighbours, config):
+    """Region growing as `detect_planes` describes it, a whole frontier per step, with each
+    refit computed afresh from the members."""
+    labels, spent = np.full(len(points), -1), np.zeros(len(points), dtype=bool)
+    cos_limit = np.cos(np.radians(config.normal_angle_deg))
+    seeds = np.flatnonzero(variation <= config.max_surface_variation)
+    next_label = 0
+    for seed in seeds[np.argsort(variation[seeds], kind="stable")]:
+        if labels[seed] != -1 or spent[seed]:
+            continue
+        labels[seed], members, frontier = next_label, [seed], [seed]
+        centre, normal, fitted_size = points[seed], normals[seed], 1
+        while frontier:
+            candidates = sorted({j for i in frontier for j in neighbours[i] if labels[j] == -1})
+            frontier = [
+                j for j in candidates
+                if abs((points[j] - centre) @ normal) <= config.region_distance_m and abs(normals[j] @ normal) >= cos_limit
+            ]
+            labels[frontier] = next_label
+            members += frontier
+            if len(members) >= 1.5 * fitted_size and len(members) >= 3:
+                centre = points[members].mean(axis=0)
+                normal = np.linalg.eigh(np.cov((points[members] - centre).T))[1][:, 0]
+                fitted_size = len(members)
+        if len(members) < config.min_plane_points:
+            labels[members], spent[members] = -1, True
+        else:
+            next_label += 1
+    return labels
+
+
+@settings(max_examples=25, deadline=None)
+@given(generated_roofs(), st.integers(0, 2**16))
+def test_regions_grow_as_a_plain_frontier_search_grows_them(building, seed):
+    points = synthetic_points(building, 15.0, np.random.default_rng(seed)) + [652_000.0, 6_862_000.0, 40.0]
+    config = Lod2Config()
+    normals, variation, neighbours = local_normals(points, config.normal_neighbours)
+    grown = _grow_regions(points, normals, variation, neighbours, config)
+    assert np.array_equal(grown, _grown_regions_reference(points, normals, variation, neighbours, config))
+    assert (grown >= 0).mean() > 0.5  # not two empty labellings
 
 
 def test_planes_of_noise_free_roofs_are_exact_at_projected_coordinates():
