@@ -334,9 +334,8 @@ def _least_squares_normal(scatter, points, members, centre) -> np.ndarray:
     return normal if normal[2] >= 0 else -normal
 
 
-def _fit(points: np.ndarray, members: np.ndarray) -> _Segment | None:
-    """Least-squares plane through the members, with outlier rejection."""
-    indices = np.flatnonzero(members)
+def _fit(points: np.ndarray, indices: np.ndarray) -> _Segment | None:
+    """Least-squares plane through the points at `indices`, with outlier rejection."""
     fitted, centre, normal, keep, rmse = _robust_plane(points, indices)
     if not fitted:
         return None
@@ -396,37 +395,42 @@ def _plane(points, members):
 
 def _fit_regions(points: np.ndarray, labels: np.ndarray, config: Lod2Config) -> list[_Segment]:
     segments = []
-    counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
-    for label in np.flatnonzero(counts >= config.min_plane_points):
-        segment = _fit(points, labels == label)
+    for members in _members_by_label(labels):
+        if len(members) < config.min_plane_points:
+            continue
+        segment = _fit(points, members)
         if segment is not None and segment.mask.sum() >= config.min_plane_points:
             segments.append(segment)
     return sorted(segments, key=lambda s: (-int(s.mask.sum()), float(s.centre[2])))
 
 
+def _members_by_label(labels: np.ndarray) -> list[np.ndarray]:
+    """Indices of the points of each label from 0 to the largest, in increasing order."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels, np.arange(labels.max() + 2), sorter=order)
+    return [order[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
 def _merge_coplanar(segments: list[_Segment], config: Lod2Config) -> list[_Segment]:
-    """Merges segments whose planes agree in direction and offset (split by noise or gaps)."""
-    cos_limit = np.cos(np.radians(config.merge_angle_deg))
-
-    def coplanar(a: _Segment, b: _Segment) -> bool:
-        return (
-            abs(a.normal @ b.normal) >= cos_limit
-            and abs((b.centre - a.centre) @ a.normal) <= config.merge_distance_m
-            and abs((a.centre - b.centre) @ b.normal) <= config.merge_distance_m
-        )
-
-    merged = list(segments)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            j = next((j for j in range(i + 1, len(merged)) if coplanar(merged[i], merged[j])), None)
-            if j is not None:
-                union = merged[i].mask | merged[j].mask
-                merged[i] = replace(merged[i], mask=union)
-                merged.pop(j)
-                changed = True
-                break
+    """Merges segments whose planes agree in direction and offset (split by noise or gaps):
+    in order, each segment takes in every later one coplanar with it, and keeps its plane."""
+    if not segments:
+        return []
+    normals = np.array([s.normal for s in segments])
+    centres = np.array([s.centre for s in segments])
+    # offsets[i, j]: distance from segment i's plane to segment j's centre.
+    offsets = np.abs(np.einsum("ijk,ik->ij", centres[None] - centres[:, None], normals))
+    near = offsets <= config.merge_distance_m
+    coplanar = (np.abs(normals.dot(normals.T)) >= np.cos(np.radians(config.merge_angle_deg))) & near & near.T
+    merged, taken = [], np.zeros(len(segments), dtype=bool)
+    for i, segment in enumerate(segments):
+        if taken[i]:
+            continue
+        partners = i + 1 + np.flatnonzero(coplanar[i, i + 1 :] & ~taken[i + 1 :])
+        if len(partners):
+            taken[partners] = True
+            segment = replace(segment, mask=np.logical_or.reduce([segment.mask] + [segments[j].mask for j in partners]))
+        merged.append(segment)
     return merged
 
 
@@ -451,9 +455,8 @@ def _assign_points(points, normals, segments: list[_Segment], config: Lod2Config
     close = distance[np.arange(len(points)), best] <= config.fit_distance_m
     labels[close] = best[close]
     planes, final_labels = [], np.full(len(points), -1)
-    for index in range(len(segments)):
-        members = labels == index
-        if members.sum() < config.min_plane_points:
+    for members in _members_by_label(labels):
+        if len(members) < config.min_plane_points:
             continue
         segment = _fit(points, members)
         if segment is None or segment.normal[2] < 1e-3:

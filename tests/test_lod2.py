@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.heightfield import rasterize
 from reconstruction.orientation import dominant_angle
 from reconstruction import quality
-from reconstruction.planes import _grow_regions, detect_planes, local_normals, nearest_neighbours
+from reconstruction.planes import _Segment, _grow_regions, _merge_coplanar, detect_planes, local_normals, nearest_neighbours
 from reconstruction.validate import validate_solid
 from tests.helpers import assert_closed_outward
 from twin.config import Lod2Config
@@ -264,6 +265,38 @@ def test_regions_grow_as_a_plain_frontier_search_grows_them(building, seed):
     grown = _grow_regions(points, normals, variation, neighbours, config)
     assert np.array_equal(grown, _grown_regions_reference(points, normals, variation, neighbours, config))
     assert (grown >= 0).mean() > 0.5  # not two empty labellings
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_coplanar_segments_merge_as_repeated_first_pair_merging_does(seed):
+    """Each merge keeps the first segment's plane, so merging every later partner of each
+    segment in turn equals merging the first coplanar pair found, again and again."""
+    rng = np.random.default_rng(seed)
+    config = Lod2Config()
+    directions = rng.normal(size=(3, 3)) * [1, 1, 4]
+    segments = []
+    for _ in range(rng.integers(0, 25)):
+        normal = directions[rng.integers(3)] + rng.normal(scale=0.05, size=3)
+        centre = rng.normal(scale=0.3, size=3) + [0, 0, rng.integers(2)]
+        segments.append(_Segment(normal / np.linalg.norm(normal), centre, rng.random(40) < 0.2, 0.05))
+
+    def coplanar(a, b):
+        return (
+            abs(a.normal @ b.normal) >= np.cos(np.radians(config.merge_angle_deg))
+            and abs((b.centre - a.centre) @ a.normal) <= config.merge_distance_m
+            and abs((a.centre - b.centre) @ b.normal) <= config.merge_distance_m
+        )
+
+    expected = list(segments)
+    while pair := next(((i, j) for i in range(len(expected)) for j in range(i + 1, len(expected))
+                        if coplanar(expected[i], expected[j])), None):
+        i, j = pair
+        expected[i] = replace(expected[i], mask=expected[i].mask | expected.pop(j).mask)
+    merged = _merge_coplanar(segments, config)
+    assert [(s.normal.tolist(), s.centre.tolist(), s.mask.tolist()) for s in merged] == [
+        (s.normal.tolist(), s.centre.tolist(), s.mask.tolist()) for s in expected
+    ]
 
 
 def test_planes_of_noise_free_roofs_are_exact_at_projected_coordinates():
