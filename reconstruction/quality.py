@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numba
 import numpy as np
 import open3d as o3d
 import shapely
@@ -107,20 +108,32 @@ def prism_rmses(points: np.ndarray, models: Sequence[list[tuple[shapely.Polygon,
 
 
 def _distance_to_rings(xy: np.ndarray, polygon: shapely.Polygon) -> np.ndarray:
-    """Distance from each point (n, 2) to the polygon's rings, one segment at a time over
-    all the points: a few segments against thousands of points, where shapely would first
-    make a geometry of every point, which costs more than the distances."""
-    nearest_squared = np.full(len(xy), np.inf)
-    for ring in (polygon.exterior, *polygon.interiors):
-        coords = np.asarray(ring.coords)[:, :2]
-        for start, end in zip(coords[:-1], coords[1:]):
-            along = end - start
-            offsets = xy - start
-            length_squared = along @ along
-            t = np.clip(offsets @ along / length_squared, 0.0, 1.0) if length_squared > 0 else np.zeros(len(xy))
-            gaps = offsets - t[:, None] * along
-            np.minimum(nearest_squared, np.einsum("ij,ij->i", gaps, gaps), out=nearest_squared)
-    return np.sqrt(nearest_squared)
+    """Distance from each point (n, 2) to the polygon's rings."""
+    rings = [np.asarray(ring.coords)[:, :2] for ring in (polygon.exterior, *polygon.interiors)]
+    segments = np.vstack([np.hstack([coords[:-1], coords[1:]]) for coords in rings])
+    return _distance_to_segments(np.ascontiguousarray(xy, dtype=np.float64), segments)
+
+
+@numba.njit(cache=True)
+def _distance_to_segments(xy: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Distance from each point (n, 2) to the nearest of the segments (m, 4: start, end).
+
+    Compiled: shapely would first make a geometry of every point, which costs more than
+    the distances, and numpy, a pass over all the points per segment, several times this."""
+    distance = np.empty(len(xy))
+    for i in range(len(xy)):
+        nearest_squared = np.inf
+        for start_x, start_y, end_x, end_y in segments:
+            along_x, along_y = end_x - start_x, end_y - start_y
+            offset_x, offset_y = xy[i, 0] - start_x, xy[i, 1] - start_y
+            length_squared = along_x * along_x + along_y * along_y
+            t = 0.0
+            if length_squared > 0:
+                t = min(max((offset_x * along_x + offset_y * along_y) / length_squared, 0.0), 1.0)
+            gap_x, gap_y = offset_x - t * along_x, offset_y - t * along_y
+            nearest_squared = min(nearest_squared, gap_x * gap_x + gap_y * gap_y)
+        distance[i] = np.sqrt(nearest_squared)
+    return distance
 
 
 def roof_type(faces: list[RoofFace]) -> str:
