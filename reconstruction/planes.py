@@ -440,19 +440,12 @@ def _assign_points(points, normals, segments: list[_Segment], config: Lod2Config
     labels = np.full(len(points), -1)
     if not segments:
         return [], labels
-    # All planes at once, about a local origin (small numbers at projected coordinates),
-    # in place: fresh arrays of points x planes cost more than the arithmetic.
-    origin = points[0]
-    segment_normals = np.array([s.normal for s in segments]).T.copy()
-    offsets = np.array([(s.centre - origin).dot(s.normal) for s in segments])
-    distance = (points - origin).dot(segment_normals)
-    np.abs(np.subtract(distance, offsets, out=distance), out=distance)
-    cos_limit = np.cos(np.radians(config.assign_angle_deg))
-    agreement = normals.dot(segment_normals)
-    incompatible = np.abs(agreement, out=agreement) < cos_limit
-    distance[incompatible & (distance > config.region_distance_m)] = np.inf
-    best = np.argmin(distance, axis=1)
-    close = distance[np.arange(len(points)), best] <= config.fit_distance_m
+    cos_limit = float(np.cos(np.radians(config.assign_angle_deg)))
+    best, distance = _nearest_planes(
+        points, normals, np.array([s.normal for s in segments]), np.array([s.centre for s in segments]),
+        cos_limit, config.region_distance_m,
+    )
+    close = distance <= config.fit_distance_m
     labels[close] = best[close]
     planes, final_labels = [], np.full(len(points), -1)
     for members in _members_by_label(labels):
@@ -467,3 +460,24 @@ def _assign_points(points, normals, segments: list[_Segment], config: Lod2Config
             normal = np.array([0.0, 0.0, 1.0])  # a flat roof, with its drainage slope ignored
         planes.append(RoofPlane(Plane.from_normal(normal, segment.centre), normal, int(segment.mask.sum()), segment.rmse))
     return planes, final_labels
+
+
+@numba.njit(cache=True)
+def _nearest_planes(points, normals, plane_normals, plane_centres, cos_limit, region_distance):
+    """Per point, the nearest plane (the first of equals) and its distance; a plane whose
+    normal disagrees with the point's (by `cos_limit`) counts only within `region_distance`,
+    and with no plane counting, the distance is infinite."""
+    nearest = np.zeros(len(points), np.int64)
+    distance = np.full(len(points), np.inf)
+    for i in range(len(points)):
+        for p in range(len(plane_normals)):
+            gap, agreement = 0.0, 0.0
+            for axis in range(3):
+                gap += (points[i, axis] - plane_centres[p, axis]) * plane_normals[p, axis]
+                agreement += normals[i, axis] * plane_normals[p, axis]
+            gap = abs(gap)
+            if abs(agreement) < cos_limit and gap > region_distance:
+                continue
+            if gap < distance[i]:
+                nearest[i], distance[i] = p, gap
+    return nearest, distance

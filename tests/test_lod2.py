@@ -18,7 +18,9 @@ from reconstruction.lod2 import Lod2Failure, reconstruct_lod2
 from reconstruction.heightfield import rasterize
 from reconstruction.orientation import dominant_angle
 from reconstruction import quality
-from reconstruction.planes import _Segment, _grow_regions, _merge_coplanar, detect_planes, local_normals, nearest_neighbours
+from reconstruction.planes import (
+    _Segment, _grow_regions, _merge_coplanar, _nearest_planes, detect_planes, local_normals, nearest_neighbours,
+)
 from reconstruction.validate import validate_solid
 from tests.helpers import assert_closed_outward
 from twin.config import Lod2Config
@@ -297,6 +299,25 @@ def test_coplanar_segments_merge_as_repeated_first_pair_merging_does(seed):
     assert [(s.normal.tolist(), s.centre.tolist(), s.mask.tolist()) for s in merged] == [
         (s.normal.tolist(), s.centre.tolist(), s.mask.tolist()) for s in expected
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_each_point_goes_to_the_nearest_plane_its_normal_allows(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.random((300, 3)) * [20, 20, 4] + [652_000.0, 6_862_000.0, 40.0]
+    normals = rng.normal(size=(300, 3)) * [1, 1, 3]
+    plane_normals = rng.normal(size=(rng.integers(1, 6), 3)) * [1, 1, 3]
+    normals, plane_normals = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (normals, plane_normals))
+    plane_centres = points[rng.integers(0, 300, len(plane_normals))]
+    nearest, distance = _nearest_planes(points, normals, plane_normals, plane_centres, 0.9, 0.15)
+
+    expected = np.abs(np.einsum("npk,pk->np", points[:, None] - plane_centres, plane_normals))
+    expected[(np.abs(normals @ plane_normals.T) < 0.9) & (expected > 0.15)] = np.inf
+    counted = np.isfinite(distance)
+    assert np.array_equal(counted, np.isfinite(expected.min(axis=1))) and counted.any() and not counted.all()
+    assert np.abs(distance[counted] - expected.min(axis=1)[counted]).max() < 1e-9
+    assert np.abs(expected[counted, nearest[counted]] - distance[counted]).max() < 1e-9
 
 
 def test_planes_of_noise_free_roofs_are_exact_at_projected_coordinates():
