@@ -43,8 +43,8 @@ def build_grid_index(xy: np.ndarray, cell: float = 10.0) -> GridIndex:
     return GridIndex(x0, y0, cell, ny, order, cell_starts)
 
 
-def indices_in_bounds(index: GridIndex, bounds: tuple[float, float, float, float]) -> np.ndarray:
-    """Indices of the points in the cells overlapping `bounds` (a superset of the box)."""
+def indices_in_bounds(index: GridIndex, xy: np.ndarray, bounds: tuple[float, float, float, float]) -> np.ndarray:
+    """Indices of the points (n, 2) within `bounds` (edges included), in ascending order."""
     if len(index.order) == 0:
         return np.empty(0, np.int64)
     xmin, ymin, xmax, ymax = bounds
@@ -61,12 +61,18 @@ def indices_in_bounds(index: GridIndex, bounds: tuple[float, float, float, float
     lo = index.cell_starts[np.minimum(first_cells, last_number)]
     hi = index.cell_starts[np.minimum(first_cells + (j1 - j0 + 1), last_number)]
     slices = [index.order[a:b] for a, b in zip(lo, hi) if b > a]
-    return np.sort(np.concatenate(slices)) if slices else np.empty(0, np.int64)
+    if not slices:
+        return np.empty(0, np.int64)
+    # The cells reach past the box, by half their area or more around a house: dropping
+    # those points first spares sorting them and testing them against the polygon.
+    candidates = np.concatenate(slices)
+    x, y = xy[candidates, 0], xy[candidates, 1]
+    return np.sort(candidates[(x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)])
 
 
 def indices_in_polygon(index: GridIndex, xy: np.ndarray, region: shapely.Geometry) -> np.ndarray:
     """Indices of the points inside `region`, in ascending order."""
-    candidates = indices_in_bounds(index, region.bounds)
+    candidates = indices_in_bounds(index, xy, region.bounds)
     if len(candidates) == 0:
         return candidates
     shapely.prepare(region)
