@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import laspy
+import numba
 import numpy as np
 import pyproj
 import shapely
@@ -69,13 +70,7 @@ class KeepMask:
         return KeepMask(x0, y0, cell, cells)
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        ix = np.floor((x - self.x0) / self.cell).astype(np.int64)
-        iy = np.floor((y - self.y0) / self.cell).astype(np.int64)
-        nx, ny = self.cells.shape
-        inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-        keep = np.zeros(len(x), dtype=bool)
-        keep[inside] = self.cells[ix[inside], iy[inside]]
-        return keep
+        return _in_cells(x, y, self.x0, self.y0, self.cell, self.cells)
 
 
 def open_sources(
@@ -169,14 +164,10 @@ def read_file(
                 if has_time and len(classification):
                     gps = np.asarray(chunk.gps_time, dtype=np.float64)
                     first_time, last_time = min(first_time, gps.min()), max(last_time, gps.max())
-                # Only the points of the wanted classes are scaled to coordinates: the
-                # same (integer * scale) + offset as laspy's, for a fraction of the points.
-                ground = np.flatnonzero(ground_table[classification])
-                ground_xyz = _scaled(chunk, header, ground)
+                _, ground_xyz = _class_points(chunk, header, classification, ground_table)
                 if file_terrain is not None:
                     file_terrain.add(ground_xyz)
-                building = np.flatnonzero(building_table[classification])
-                building_xyz = _scaled(chunk, header, building)
+                building, building_xyz = _class_points(chunk, header, classification, building_table)
                 if keep is not None:
                     inside = keep.contains(building_xyz[:, 0], building_xyz[:, 1])
                     building, building_xyz = building[inside], building_xyz[inside]
@@ -229,12 +220,50 @@ def _class_table(codes: Sequence[int]) -> np.ndarray:
     return table
 
 
-def _scaled(chunk, header: laspy.LasHeader, indices: np.ndarray) -> np.ndarray:
-    xyz = np.empty((len(indices), 3))
-    for axis, name in enumerate("XYZ"):
-        raw = chunk.array[name][indices]
-        xyz[:, axis] = (raw * header.scales[axis]) + header.offsets[axis]
-    return xyz
+def _class_points(
+    chunk, header: laspy.LasHeader, classification: np.ndarray, wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and coordinates of the chunk's points of the classes `wanted` (a table by
+    class code): only these are scaled, the same (integer * scale) + offset as laspy's."""
+    return _select_and_scale(
+        chunk.array["X"], chunk.array["Y"], chunk.array["Z"], classification, wanted,
+        np.asarray(header.scales, dtype=np.float64), np.asarray(header.offsets, dtype=np.float64),
+    )
+
+
+# The two loops below are compiled: in numpy, the class selection, the gathers from the
+# chunk's interleaved fields, the scaling and the keep test each took a pass over millions
+# of points, 0.8 s of the 6 s the benchmark tile took to read.
+
+
+@numba.njit(cache=True)
+def _select_and_scale(x, y, z, classification, wanted, scales, offsets):
+    count = 0
+    for code in classification:
+        count += wanted[code]
+    indices = np.empty(count, np.int64)
+    xyz = np.empty((count, 3))
+    found = 0
+    for i in range(len(classification)):
+        if wanted[classification[i]]:
+            indices[found] = i
+            xyz[found, 0] = (x[i] * scales[0]) + offsets[0]
+            xyz[found, 1] = (y[i] * scales[1]) + offsets[1]
+            xyz[found, 2] = (z[i] * scales[2]) + offsets[2]
+            found += 1
+    return indices, xyz
+
+
+@numba.njit(cache=True)
+def _in_cells(x, y, x0, y0, cell, cells):
+    """Whether each point (x, y) falls in a true cell of `cells` (a grid of `cell` squares
+    from (x0, y0))."""
+    columns, rows = cells.shape
+    inside = np.empty(len(x), np.bool_)
+    for i in range(len(x)):
+        column, row = np.floor((x[i] - x0) / cell), np.floor((y[i] - y0) / cell)
+        inside[i] = 0 <= column < columns and 0 <= row < rows and cells[int(column), int(row)]
+    return inside
 
 
 class TerrainSums:
