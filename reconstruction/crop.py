@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import shapely
 
@@ -77,3 +78,43 @@ def indices_in_polygon(index: GridIndex, xy: np.ndarray, region: shapely.Geometr
         return candidates
     shapely.prepare(region)
     return candidates[shapely.contains_xy(region, xy[candidates, 0], xy[candidates, 1])]
+
+
+def canonical_order(points: np.ndarray) -> np.ndarray:
+    """The order that sorts the points (n, 3) by x, then y, then z, equal points by index:
+    `np.lexsort((z, y, x))`, at half its time or less on LiDAR crops, where few points
+    share an x. One stable sort by x, then each run of equal x sorted by y and z."""
+    order = np.argsort(points[:, 0], kind="stable")
+    for start, end in _sort_short_runs(points, order):
+        run = order[start:end]
+        order[start:end] = run[np.lexsort((points[run, 2], points[run, 1]))]
+    return order
+
+
+@numba.njit(cache=True)
+def _sort_short_runs(points: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Sorts in place, by y then z and stably, each run of `order` (points sorted by x)
+    with one x over at most 16 points; returns the longer runs' (start, end) rows."""
+    long_runs = []
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and points[order[end], 0] == points[order[start], 0]:
+            end += 1
+        if end - start > 16:
+            long_runs.append((start, end))
+        else:
+            for i in range(start + 1, end):
+                item, j = order[i], i
+                while j > start and (
+                    points[order[j - 1], 1] > points[item, 1]
+                    or (points[order[j - 1], 1] == points[item, 1] and points[order[j - 1], 2] > points[item, 2])
+                ):
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = item
+        start = end
+    runs = np.empty((len(long_runs), 2), np.int64)
+    for k, (run_start, run_end) in enumerate(long_runs):
+        runs[k] = run_start, run_end
+    return runs

@@ -338,6 +338,18 @@ def test_roof_comparison_flags_a_share_of_cells_moved_beyond_the_threshold():
 
 
 @pytest.mark.parametrize("seed", range(20))
+def test_canonical_order_is_lexicographic_with_equal_points_by_index(seed):
+    """Against `np.lexsort`, on crops where x repeats a few times, a few dozen times (a
+    run sorted the long way) and where whole points repeat."""
+    from reconstruction.crop import canonical_order
+
+    rng = np.random.default_rng(seed)
+    points = np.round(rng.random((3000, 3)) * rng.choice([[30, 30, 8], [0.3, 30, 8], [2, 0.2, 0.1]]), 2)
+    points = np.vstack([points, points[rng.integers(0, 3000, 300)]]) + [652000.0, 6862000.0, 40.0]
+    assert np.array_equal(canonical_order(points), np.lexsort((points[:, 2], points[:, 1], points[:, 0])))
+
+
+@pytest.mark.parametrize("seed", range(20))
 def test_grid_index_crops_are_the_points_inside(seed):
     """Crops through the grid index equal a scan of all points, for regions across cell
     edges, the cloud's edges and beyond it."""

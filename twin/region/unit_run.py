@@ -41,7 +41,7 @@ import shapely
 from reconstruction.building import BuildingInputs, reconstruct_building
 from reconstruction.change import RoofChange, RoofSignature, compare_roofs, roof_signature
 from reconstruction.ground import MAX_TERRAIN_DISTANCE_M
-from reconstruction.crop import build_grid_index, indices_in_polygon
+from reconstruction.crop import build_grid_index, canonical_order, indices_in_polygon
 from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError, TwinError
 from twin.inputs.points import FilePoints, KeepMask, TerrainSums, joined, read_file
@@ -331,8 +331,7 @@ def _grown(boxes: np.ndarray, distance: float) -> np.ndarray:
 
 def _canonical(xyz: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """The order of `indices` that sorts their points by x, then y, then z."""
-    chosen = xyz[indices]
-    return np.lexsort((chosen[:, 2], chosen[:, 1], chosen[:, 0]))
+    return canonical_order(xyz[indices])
 
 
 class _Indexed:
