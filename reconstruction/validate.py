@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from reconstruction.geometry import cross_rows, group_sums, row_dots, solid_origin, unique_rows
 from reconstruction.triangulate import triangle_widths, triangulate_surface
@@ -301,10 +300,25 @@ def _in_pairs(sorted_codes: np.ndarray) -> bool:
     return bool(np.all(pairs[:, 0] == pairs[:, 1]) and np.all(pairs[1:, 0] != pairs[:-1, 1]))
 
 
+@numba.njit(cache=True)
 def _connected(node_count: int, ends: np.ndarray, other_ends: np.ndarray) -> bool:
-    """Whether the graph with these edges is connected."""
-    graph = coo_matrix((np.ones(len(ends)), (ends, other_ends)), shape=(node_count, node_count))
-    return connected_components(graph, directed=False)[0] == 1
+    """Whether the graph with these edges is connected.
+
+    By union-find, compiled: a solid's few hundred surfaces at most, where scipy's sparse
+    graph took a third of a millisecond to build, three solids a building."""
+    parent = np.arange(node_count)
+    components = node_count
+    for a, b in zip(ends, other_ends):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b:
+            parent[a] = b
+            components -= 1
+    return components == 1
 
 
 def _volume(rings: _Rings, origin: np.ndarray, surface_areas: np.ndarray) -> float:
