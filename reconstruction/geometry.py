@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from twin.model import Solid, Surface
@@ -74,6 +75,38 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     inverse[order] = np.cumsum(starts) - 1
     counts = np.diff(np.append(np.flatnonzero(starts), len(rows)))
     return ordered[starts], order[starts], inverse, counts
+
+
+@numba.njit(cache=True)
+def component_labels(node_count: int, ends: np.ndarray, other_ends: np.ndarray) -> np.ndarray:
+    """The connected component of each node of the undirected graph with these edges,
+    numbered in the order of their lowest nodes, as scipy's `connected_components` numbers
+    them.
+
+    By union-find, compiled: on the graphs here (a roof's faces, a solid's surfaces, a
+    footprint's raster cells), building scipy's sparse graph took longer than the search."""
+    parent = np.arange(node_count)
+    for a, b in zip(ends, other_ends):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        parent[max(a, b)] = min(a, b)
+    labels = np.empty(node_count, np.int64)
+    count = 0
+    for node in range(node_count):
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        # Roots are their components' lowest nodes, so each is met before its other nodes.
+        if root == node:
+            labels[node] = count
+            count += 1
+        else:
+            labels[node] = labels[root]
+    return labels
 
 
 def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:

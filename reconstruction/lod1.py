@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from reconstruction.geometry import component_labels
 from reconstruction.heightfield import Heightfield
 from twin.config import Lod1Config
 
@@ -118,8 +117,7 @@ def segment_heights(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray,
         cols.append(index[b][joined])
     n = int(stable.sum())
     rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(rows_all)), (rows_all, cols_all)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
+    component = component_labels(n, rows_all, cols_all)
     grown = np.full(covered.shape, -1, dtype=np.int64)
     grown[stable] = component
     nearest_stable = ndimage.distance_transform_edt(~stable, return_distances=False, return_indices=True)

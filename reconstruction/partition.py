@@ -24,11 +24,9 @@ from typing import Sequence
 import maxflow
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from reconstruction.extrude import SNAP_M, Plane, RoofFace
-from reconstruction.geometry import unique_rows
+from reconstruction.geometry import component_labels, unique_rows
 from twin.config import Lod2Config
 
 GROUND = -1
@@ -317,8 +315,7 @@ def _absorb_slivers(faces, edges: FaceEdges, labels: np.ndarray, min_area: float
     (ties: the lowest label), smallest region first (ties: the one holding the lowest face),
     until none is left."""
     same = labels[edges.i] == labels[edges.j]
-    graph = coo_matrix((np.ones(same.sum()), (edges.i[same], edges.j[same])), shape=(len(faces),) * 2)
-    _, region = connected_components(graph, directed=False)
+    region = component_labels(len(faces), edges.i[same], edges.j[same])
     # Regions are merged on a graph of regions, not found again among all faces after
     # each merge: on large roofs with a hundred slivers that took a tenth of the building.
     area = dict(enumerate(np.bincount(region, weights=[f.area for f in faces]).tolist()))

@@ -11,6 +11,7 @@ from shapely import affinity
 
 from reconstruction.extrude import ExtrusionError, Plane, RoofFace, extrude_faces, extrude_flat
 from reconstruction.geometry import (
+    component_labels,
     cross_rows,
     solid_volume,
     surface_area,
@@ -296,3 +297,18 @@ def test_unique_rows_is_numpys_unique_along_rows(seed):
     expected = np.unique(rows, axis=0, return_index=True, return_inverse=True, return_counts=True)
     for got, wanted in zip(unique_rows(rows), expected):
         assert np.array_equal(got, wanted.reshape(got.shape))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_component_labels_are_scipys(seed):
+    """Numbered alike, on graphs with isolated nodes, loops and repeated edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(seed)
+    node_count = int(rng.integers(0, 80))
+    edge_count = int(rng.integers(0, 2 * node_count + 1)) if node_count else 0
+    ends, other_ends = rng.integers(0, max(node_count, 1), (2, edge_count))
+    graph = coo_matrix((np.ones(edge_count), (ends, other_ends)), shape=(node_count, node_count))
+    assert np.array_equal(component_labels(node_count, ends, other_ends), connected_components(graph, directed=False)[1])
