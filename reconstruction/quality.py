@@ -118,8 +118,8 @@ def _distance_to_rings(xy: np.ndarray, polygon: shapely.Polygon) -> np.ndarray:
 def _distance_to_segments(xy: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Distance from each point (n, 2) to the nearest of the segments (m, 4: start, end).
 
-    Compiled: shapely would first make a geometry of every point, which costs more than
-    the distances, and numpy, a pass over all the points per segment, several times this."""
+    Compiled: shapely would first make a geometry of every point, and numpy would make a
+    pass over all the points per segment; either takes several times this loop."""
     distance = np.empty(len(xy))
     for i in range(len(xy)):
         nearest_squared = np.inf
