@@ -105,10 +105,21 @@ def _robust_plane(points: np.ndarray) -> tuple[np.ndarray, float] | None:
             return None
         solution, *_ = np.linalg.lstsq(design[keep], points[keep, 2], rcond=None)
         residuals = points[:, 2] - design @ solution
-        spread = 1.4826 * np.median(np.abs(residuals[keep] - np.median(residuals[keep])))
+        kept_residuals = residuals[keep]
+        spread = 1.4826 * _median(np.abs(kept_residuals - _median(kept_residuals)))
         keep = np.abs(residuals) <= max(3 * spread, 0.05)
     a, b, c = solution
     return np.array([a, b, c - a * centre[0] - b * centre[1]]), float(spread)
+
+
+def _median(values: np.ndarray) -> float:
+    """`np.median` of a 1-d array without NaN, at a fraction of its overhead (six times a
+    building)."""
+    half = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, half)[half])
+    below, above = np.partition(values, (half - 1, half))[half - 1 : half + 1]
+    return float((below + above) / 2)
 
 
 def _ground_altitude_attribute(attributes: Mapping[str, Any]) -> tuple[str, float] | None:

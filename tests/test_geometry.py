@@ -312,3 +312,13 @@ def test_component_labels_are_scipys(seed):
     ends, other_ends = rng.integers(0, max(node_count, 1), (2, edge_count))
     graph = coo_matrix((np.ones(edge_count), (ends, other_ends)), shape=(node_count, node_count))
     assert np.array_equal(component_labels(node_count, ends, other_ends), connected_components(graph, directed=False)[1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_ground_fits_median_is_numpys(seed):
+    """Odd and even counts, with ties."""
+    from reconstruction.ground import _median
+
+    values = np.round(np.random.default_rng(seed).normal(size=int(seed % 40) + 1), 1)
+    assert _median(values) == np.median(values)
