@@ -89,10 +89,13 @@ def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle
     nv = max(1, int(np.ceil((vmax - v0) / cell)))
 
     iu, iv = np.meshgrid(np.arange(nu), np.arange(nv), indexing="ij")
-    boxes = shapely.box(u0 + iu * cell, v0 + iv * cell, u0 + (iu + 1) * cell, v0 + (iv + 1) * cell)
     shapely.prepare(local)
-    covered = shapely.intersects(local, boxes) & ~shapely.touches(local, boxes)
     inside = shapely.contains_xy(local, u0 + (iu + 0.5) * cell, v0 + (iv + 0.5) * cell)
+    # A cell whose centre is inside meets the interior: only the others need their box.
+    iu, iv = iu[~inside], iv[~inside]
+    others = shapely.box(u0 + iu * cell, v0 + iv * cell, u0 + (iu + 1) * cell, v0 + (iv + 1) * cell)
+    covered = inside.copy()
+    covered[~inside] = shapely.intersects(local, others) & ~shapely.touches(local, others)
 
     empty = np.full((nu, nv), np.nan)
     return Heightfield(angle, float(u0), float(v0), cell, empty, empty, covered, inside).of(points)

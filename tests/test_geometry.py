@@ -322,3 +322,27 @@ def test_the_ground_fits_median_is_numpys(seed):
 
     values = np.round(np.random.default_rng(seed).normal(size=int(seed % 40) + 1), 1)
     assert _median(values) == np.median(values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_rasterised_cells_are_those_whose_box_meets_the_footprints_interior(seed, on_the_grid):
+    """Over a footprint with a courtyard: with its edges on grid lines (cells beside an
+    edge touch it without meeting the interior), or slanted on a turned grid."""
+    from reconstruction.heightfield import rasterize, rotation
+
+    rng = np.random.default_rng(seed)
+    if on_the_grid:
+        corners = rng.integers(0, 30, (3, 2)).astype(float)
+        outline = shapely.union_all([shapely.box(*c, *(c + rng.integers(4, 12, 2))) for c in corners])
+        angle = 0.0
+    else:
+        outline = shapely.MultiPoint(rng.uniform(0, 30, (8, 2))).convex_hull.buffer(2.0, quad_segs=2)
+        angle = float(rng.uniform(0, 90))
+    courtyard = outline.centroid.buffer(1.0, cap_style="square")
+    footprint = affinity.translate(outline.difference(courtyard), 652_000.0, 6_862_000.0)
+    field = rasterize(np.empty((0, 3)), footprint, 0.5, angle)
+    local = shapely.transform(footprint, lambda xy: xy @ rotation(angle).T)
+    iu, iv = np.meshgrid(*(np.arange(n) for n in field.covered.shape), indexing="ij")
+    boxes = shapely.box(field.u0 + iu * 0.5, field.v0 + iv * 0.5, field.u0 + (iu + 1) * 0.5, field.v0 + (iv + 1) * 0.5)
+    assert np.array_equal(field.covered, shapely.intersects(local, boxes) & ~shapely.touches(local, boxes))
