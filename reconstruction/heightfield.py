@@ -92,8 +92,8 @@ def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle
     shapely.prepare(local)
     inside = shapely.contains_xy(local, u0 + (iu + 0.5) * cell, v0 + (iv + 0.5) * cell)
     # A cell whose centre is inside meets the interior: only the others need their box.
-    iu, iv = iu[~inside], iv[~inside]
-    others = shapely.box(u0 + iu * cell, v0 + iv * cell, u0 + (iu + 1) * cell, v0 + (iv + 1) * cell)
+    other_u, other_v = iu[~inside], iv[~inside]
+    others = shapely.box(u0 + other_u * cell, v0 + other_v * cell, u0 + (other_u + 1) * cell, v0 + (other_v + 1) * cell)
     covered = inside.copy()
     covered[~inside] = shapely.intersects(local, others) & ~shapely.touches(local, others)
 
