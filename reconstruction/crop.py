@@ -1,4 +1,5 @@
-"""Per-building crops of a point cloud through a grid index, not a scan of all points."""
+"""Points indexed by a grid in xy: per-building crops of a point cloud without a scan of all
+points, and the cells that a roof's neighbour search (`planes.nearest_neighbours`) scans."""
 
 from __future__ import annotations
 
