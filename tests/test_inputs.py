@@ -12,6 +12,7 @@ import shapely
 from twin.config import ClassMapping
 from twin.errors import InputError
 from twin.inputs.footprints import read_footprints, repair_footprint
+from twin.inputs import points
 from twin.inputs.points import KeepMask, TerrainSums, open_sources, read_file
 from twin.gpstime import gps_date
 
@@ -179,6 +180,25 @@ def test_points_are_cropped_classified_and_dated(tmp_path):
     assert np.sum(cell & (classes == 2)) > 0
     height, distance = terrain.around(*centre, 30).height_near(*centre)
     assert distance == 0 and height == pytest.approx(xyz[cell & (classes == 2), 2].mean(), abs=0.006)
+
+
+def test_reading_in_small_chunks_into_small_arrays_gives_the_same_points(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    xyz = np.column_stack([X0 + rng.uniform(0, 200, 5000), Y0 + rng.uniform(0, 200, 5000), rng.uniform(40, 60, 5000)])
+    classes = rng.choice([1, 2, 6], 5000)
+    path = str(write_laz(tmp_path / "p.laz", xyz, classes, gps_time=297417271.7 + rng.uniform(0, 100, 5000)))
+    keep = KeepMask.of_boxes(np.array([box(0, 0, 120, 80).bounds]))
+    whole = [read_file(path, ClassMapping(), mask) for mask in (None, keep)]
+    # arrays first sized for 100 points, grown chunk after chunk of 700
+    monkeypatch.setattr(points, "MAX_INITIAL_CAPACITY", 100)
+    monkeypatch.setattr(points, "CHUNK_POINTS", 700)
+    for mask, expected in zip((None, keep), whole):
+        grown = read_file(path, ClassMapping(), mask)
+        assert np.array_equal(grown.roof_xyz, expected.roof_xyz)
+        assert np.array_equal(grown.roof_gps_time, expected.roof_gps_time)
+        assert np.array_equal(grown.ground_xyz, expected.ground_xyz)
+    assert len(whole[0].roof_xyz) == np.sum(classes == 6) and len(whole[0].ground_xyz) == np.sum(classes == 2)
+    assert np.allclose(whole[0].roof_xyz, xyz[classes == 6], atol=0.006)  # in the file's order
 
 
 def test_corrupt_and_missing_point_files_give_clear_errors(tmp_path, shared_data):
