@@ -349,6 +349,23 @@ def test_canonical_order_is_lexicographic_with_equal_points_by_index(seed):
     assert np.array_equal(canonical_order(points), np.lexsort((points[:, 2], points[:, 1], points[:, 0])))
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_grid_index_sorts_the_points_by_cell_stably(seed):
+    from reconstruction.crop import build_grid_index
+
+    rng = np.random.default_rng(seed)
+    xy = np.round(rng.uniform(0, rng.uniform(0.5, 95, 2), (4000, 2)), 2) + [652000.0, 6862000.0]
+    xy[:40] = np.round(xy[:40] / 10) * 10  # on cell edges
+    cell = float(rng.choice([0.3, 10.0]))
+    index = build_grid_index(xy, cell)
+    column = np.floor((xy[:, 0] - xy[:, 0].min()) / cell).astype(np.int64)
+    row = np.floor((xy[:, 1] - xy[:, 1].min()) / cell).astype(np.int64)
+    number = column * (row.max() + 1) + row
+    assert index.ny == row.max() + 1
+    assert np.array_equal(index.order, np.argsort(number, kind="stable"))
+    assert np.array_equal(index.cell_starts, np.r_[0, np.cumsum(np.bincount(number))])
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_grid_index_crops_are_the_points_inside(seed):
     """Crops through the grid index equal a scan of all points, for regions across cell
