@@ -381,3 +381,26 @@ def test_grid_index_crops_are_the_points_inside(seed):
         region = shapely.Point(centre).buffer(rng.uniform(0.5, 40), quad_segs=3)
         expected = np.flatnonzero(shapely.contains_xy(region, xy[:, 0], xy[:, 1]))
         assert np.array_equal(indices_in_polygon(index, xy, region), expected)
+
+
+def test_solids_come_back_whole_from_the_work_folder_pickles():
+    from twin.model import Solid, Surface, SurfaceKind
+    from twin.region.workdir import dumps, loads
+
+    square = np.array([[0.0, 0.0, 10.0], [4.0, 0.0, 10.0], [4.0, 4.0, 10.0], [0.0, 4.0, 10.0]])
+    hole = np.array([[1.0, 1.0, 10.0], [1.0, 2.0, 10.0], [2.0, 2.0, 10.0]])
+    wall = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [4.0, 0.0, 10.0], [0.0, 0.0, 10.0]]) + 652000.123
+    solid = Solid((
+        Surface((square, hole), SurfaceKind.ROOF, {"slope": 0.0, "plane": [1, 2]}),
+        Surface((wall,), SurfaceKind.WALL),
+        Surface((square[::-1] - [0, 0, 10],), SurfaceKind.GROUND, {"area": 16.0}),
+    ))
+    for original in (solid, Solid(())):
+        copy = loads(dumps({"lods": {"2.2": original}}))["lods"]["2.2"]
+        assert len(copy.surfaces) == len(original.surfaces)
+        for before, after in zip(original.surfaces, copy.surfaces):
+            assert after.kind is before.kind and after.attributes == before.attributes
+            assert type(after.attributes) is type(before.attributes)
+            assert len(after.rings) == len(before.rings)
+            for ring_before, ring_after in zip(before.rings, after.rings):
+                assert ring_after.dtype == ring_before.dtype and np.array_equal(ring_after, ring_before)
