@@ -73,20 +73,30 @@ def indices_in_bounds(index: GridIndex, xy: np.ndarray, bounds: tuple[float, flo
     j1 = min(index.ny - 1, math.floor((ymax - index.y0) / index.cell))
     if i1 < i0 or j1 < j0:
         return np.empty(0, np.int64)
+    return _in_box(index.order, index.cell_starts, index.ny, i0, i1, j0, j1, xy, xmin, ymin, xmax, ymax)
+
+
+@numba.njit(cache=True)
+def _in_box(order, cell_starts, rows, i0, i1, j0, j1, xy, xmin, ymin, xmax, ymax):
+    """The points of cells i0..i1 x j0..j1 within the box, sorted. Compiled: in numpy, the
+    cells' slices were joined, then their points gathered and compared, each a copy. The
+    cells reach past the box, by half their area or more around a house: dropping those
+    points first spares sorting them and testing them against a polygon."""
+    last_number = len(cell_starts) - 1
     # Each column's cells j0..j1 are consecutive numbers, so one slice of `order`; numbers
     # past the last cell have no points.
-    first_cells = np.arange(i0, i1 + 1) * index.ny + j0
-    last_number = len(index.cell_starts) - 1
-    lo = index.cell_starts[np.minimum(first_cells, last_number)]
-    hi = index.cell_starts[np.minimum(first_cells + (j1 - j0 + 1), last_number)]
-    slices = [index.order[a:b] for a, b in zip(lo, hi) if b > a]
-    if not slices:
-        return np.empty(0, np.int64)
-    # The cells reach past the box, by half their area or more around a house: dropping
-    # those points first spares sorting them and testing them against the polygon.
-    candidates = np.concatenate(slices)
-    x, y = xy[candidates, 0], xy[candidates, 1]
-    return np.sort(candidates[(x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)])
+    total = 0
+    for i in range(i0, i1 + 1):
+        total += cell_starts[min(i * rows + j1 + 1, last_number)] - cell_starts[min(i * rows + j0, last_number)]
+    found = np.empty(total, np.int64)
+    count = 0
+    for i in range(i0, i1 + 1):
+        for s in range(cell_starts[min(i * rows + j0, last_number)], cell_starts[min(i * rows + j1 + 1, last_number)]):
+            k = order[s]
+            if xmin <= xy[k, 0] <= xmax and ymin <= xy[k, 1] <= ymax:
+                found[count] = k
+                count += 1
+    return np.sort(found[:count])
 
 
 def indices_in_polygon(index: GridIndex, xy: np.ndarray, region: shapely.Geometry) -> np.ndarray:
