@@ -195,9 +195,8 @@ class _VertexTable:
             raise ExtrusionError("a roof face collapses below 1 mm")
         return ring
 
-    def xy(self, vertex_ids: Sequence[int] | None = None) -> np.ndarray:
-        keys = np.asarray(self.keys, dtype=float) * SNAP_M
-        return keys if vertex_ids is None else keys[list(vertex_ids)]
+    def xy(self) -> np.ndarray:
+        return np.asarray(self.keys, dtype=float) * SNAP_M
 
     def lift(self, ring: Sequence[tuple[int, int]]) -> np.ndarray:
         return np.array([(*self.keys[u], z) for u, z in ring], dtype=float) * SNAP_M
@@ -381,12 +380,13 @@ def _chain_ground_rings(boundary_edges: list[tuple[int, int]], vertices: _Vertex
                     raise ExtrusionError("the roof faces' outline is not closed")
                 current = next_vertex[current].pop(0)
             rings.append(ring)
-    exteriors = [ring for ring in rings if _signed_area(vertices.xy(ring)) > 0]
-    holes = [ring for ring in rings if _signed_area(vertices.xy(ring)) <= 0]
+    xy = vertices.xy()
+    exteriors = [ring for ring in rings if _signed_area(xy[ring]) > 0]
+    holes = [ring for ring in rings if _signed_area(xy[ring]) <= 0]
     groups = [[ring] for ring in exteriors]
-    exterior_shapes = [shapely.Polygon(vertices.xy(ring)) for ring in exteriors]
+    exterior_shapes = [shapely.Polygon(xy[ring]) for ring in exteriors]
     for hole in holes:
-        probe = shapely.Point(vertices.xy(hole[:1])[0])
+        probe = shapely.Point(xy[hole[0]])
         owner = int(np.argmin([shape.distance(probe) for shape in exterior_shapes]))
         groups[owner].append(hole)
     return groups
