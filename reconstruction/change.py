@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reconstruction.heightfield import medians_by_cell
+
 SIGNATURE_CELL_M = 1.0
 
 
@@ -42,13 +44,11 @@ def roof_signature(roof_points: np.ndarray) -> RoofSignature:
     if len(roof_points) == 0:
         return RoofSignature(np.empty((0, 2), np.int64), np.empty(0))
     cells = np.floor(roof_points[:, :2] / SIGNATURE_CELL_M).astype(np.int64)
-    order = np.lexsort((roof_points[:, 2], cells[:, 1], cells[:, 0]))
-    cells, z = cells[order], roof_points[order, 2]
-    first = np.r_[True, np.any(cells[1:] != cells[:-1], axis=1)]
-    start = np.flatnonzero(first)
-    count = np.diff(np.r_[start, len(z)])
-    median = 0.5 * (z[start + (count - 1) // 2] + z[start + count // 2])
-    return RoofSignature(cells[start], median)
+    low = cells.min(axis=0)
+    rows = cells[:, 1].max() - low[1] + 1
+    # Numbered column by column, so that ascending numbers are the cells sorted by x then y.
+    numbers, medians, _ = medians_by_cell((cells[:, 0] - low[0]) * rows + (cells[:, 1] - low[1]), roof_points[:, 2])
+    return RoofSignature(np.column_stack([low[0] + numbers // rows, low[1] + numbers % rows]), medians)
 
 
 def compare_roofs(before: RoofSignature, after: RoofSignature, threshold_m: float, min_share: float) -> RoofChange:

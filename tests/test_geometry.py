@@ -325,6 +325,26 @@ def test_the_ground_fits_median_is_numpys(seed):
 
 
 @settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed):
+    """Against numpy: points sorted by (cell, height), each cell's run read off; cells
+    with one point, with an even count, with repeated heights, and numbers left empty."""
+    from reconstruction.heightfield import medians_by_cell
+
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 300))
+    cells = rng.integers(0, rng.integers(1, 60), count) * int(rng.integers(1, 4))
+    z = np.round(rng.uniform(40, 60, count), int(rng.integers(0, 3)))
+    order = np.lexsort((z, cells))
+    numbers, start, size = np.unique(cells[order], return_index=True, return_counts=True)
+    ordered = z[order]
+    found = medians_by_cell(cells, z)
+    assert np.array_equal(found[0], numbers)
+    assert np.array_equal(found[1], 0.5 * (ordered[start + (size - 1) // 2] + ordered[start + size // 2]))
+    assert np.array_equal(found[2], ordered[start + size - 1] - ordered[start])
+
+
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.booleans())
 def test_rasterised_cells_are_those_whose_box_meets_the_footprints_interior(seed, on_the_grid):
     """Over a footprint with a courtyard: with its edges on grid lines (cells beside an
