@@ -54,10 +54,12 @@ def surface_vector_areas(surfaces: Sequence[Surface]) -> np.ndarray:
 
 
 def group_sums(values: np.ndarray, group: np.ndarray, group_count: int) -> np.ndarray:
-    """The sum of the rows of `values` in each group, added first to last as numpy.sum adds
-    one group's rows (np.add.at goes in order; np.add.reduceat would add pairwise)."""
-    sums = np.zeros((group_count,) + values.shape[1:])
-    np.add.at(sums, group, values)
+    """The sum of the rows (n, k) of `values` in each group, added first to last as
+    numpy.sum adds one group's rows (bincount goes in order, and column by column is
+    several times faster than np.add.at on rows; np.add.reduceat would add pairwise)."""
+    sums = np.empty((group_count, values.shape[1]))
+    for column in range(values.shape[1]):
+        sums[:, column] = np.bincount(group, weights=values[:, column], minlength=group_count)
     return sums
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import shapely
 
 from reconstruction.extrude import SNAP_M, Plane, RoofFace
-from reconstruction.geometry import component_labels, unique_rows
+from reconstruction.geometry import component_labels, group_sums, unique_rows
 from twin.config import Lod2Config
 
 GROUND = -1
@@ -223,9 +223,7 @@ def _data_costs(
             axis=1,
         )
         misfit = np.minimum(np.abs(surfaces - z[chosen, None]), config.misfit_cap_m) * samples.area
-        summed = np.zeros((len(faces), len(labels)))
-        np.add.at(summed, face_index[chosen], misfit)
-        return summed
+        return group_sums(misfit, face_index[chosen], len(faces))
 
     def dipping(plane: Plane, chosen: slice | np.ndarray) -> np.ndarray:
         """The faces among those of the `chosen` corners where the plane comes within

@@ -366,3 +366,15 @@ def test_rasterised_cells_are_those_whose_box_meets_the_footprints_interior(seed
     iu, iv = np.meshgrid(*(np.arange(n) for n in field.covered.shape), indexing="ij")
     boxes = shapely.box(field.u0 + iu * 0.5, field.v0 + iv * 0.5, field.u0 + (iu + 1) * 0.5, field.v0 + (iv + 1) * 0.5)
     assert np.array_equal(field.covered, shapely.intersects(local, boxes) & ~shapely.touches(local, boxes))
+
+
+def test_group_sums_add_each_groups_rows_first_to_last():
+    from reconstruction.geometry import group_sums
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(500, 3)) * 10.0 ** rng.integers(-6, 7, (500, 1))  # order matters at these scales
+    group = rng.integers(0, 40, 500)
+    expected = np.zeros((42, 3))  # the last two groups empty
+    for row, k in zip(values, group):
+        expected[k] += row
+    assert np.array_equal(group_sums(values, group, 42), expected)
