@@ -11,8 +11,8 @@ import shapely
 
 from twin.config import ClassMapping
 from twin.errors import InputError
-from twin.inputs.footprints import read_footprints, repair_footprint
 from twin.inputs import points
+from twin.inputs.footprints import read_footprints, repair_footprint
 from twin.inputs.points import KeepMask, TerrainSums, open_sources, read_file
 from twin.gpstime import gps_date
 

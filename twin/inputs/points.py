@@ -226,6 +226,7 @@ class _Gathered:
 
     def __init__(self, point_count: int, with_time: bool) -> None:
         capacity = min(point_count, MAX_INITIAL_CAPACITY)
+        self.with_time = with_time
         self.xyz = np.empty((capacity, 3))
         self.time = np.empty(capacity if with_time else 0)
         self.count = 0
@@ -235,7 +236,7 @@ class _Gathered:
         if needed > len(self.xyz):  # past MAX_INITIAL_CAPACITY
             capacity = max(needed, 2 * len(self.xyz))
             self.xyz = np.concatenate([self.xyz[: self.count], np.empty((capacity - self.count, 3))])
-            if len(self.time):
+            if self.with_time:
                 self.time = np.concatenate([self.time[: self.count], np.empty(capacity - self.count)])
         mask = keep if keep is not None else _UNUSED_MASK
         self.count = _append_kept(
