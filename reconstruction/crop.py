@@ -37,29 +37,36 @@ def build_grid_index(xy: np.ndarray, cell: float = 10.0) -> GridIndex:
 
 @numba.njit(cache=True)
 def _sort_by_cell(x, y, x0, y0, cell):
-    """A stable counting sort of the points by cell number, and where each cell starts: in
-    one pass and no comparison, where numpy's arrays of cells and argsort took several,
-    both on a unit's millions of points and on a roof's thousands. A cell is
-    floor((x - x0) / cell) here and in the queries, and rounding is monotonic, so a box's
-    cells hold all its points."""
-    n = len(x)
-    keys = np.empty(n, np.int64)
+    """The index's rows, order and cell starts. A cell is floor((x - x0) / cell) here and
+    in the queries, and rounding is monotonic, so a box's cells hold all its points."""
+    keys = np.empty(len(x), np.int64)
     rows = 0
-    for i in range(n):
+    for i in range(len(x)):
         rows = max(rows, int(np.floor((y[i] - y0) / cell)) + 1)
-    for i in range(n):
+    for i in range(len(x)):
         keys[i] = int(np.floor((x[i] - x0) / cell)) * rows + int(np.floor((y[i] - y0) / cell))
-    cell_starts = np.zeros(keys.max() + 2, np.int64)
+    order, cell_starts = counting_order(keys)
+    return rows, order, cell_starts
+
+
+@numba.njit(cache=True)
+def counting_order(keys):
+    """The stable order that sorts non-negative integer `keys`, and where each key's run
+    starts in it, then its length: key k's items are order[starts[k]:starts[k + 1]].
+
+    A counting sort: one pass and no comparison, where numpy's argsort and bincount took
+    several, both on a unit's millions of points and on a roof's thousands."""
+    starts = np.zeros(keys.max() + 2, np.int64)
     for key in keys:
-        cell_starts[key + 1] += 1
-    for k in range(1, len(cell_starts)):
-        cell_starts[k] += cell_starts[k - 1]
-    order = np.empty(n, np.int64)
-    filled = cell_starts[:-1].copy()
-    for i in range(n):
+        starts[key + 1] += 1
+    for k in range(1, len(starts)):
+        starts[k] += starts[k - 1]
+    order = np.empty(len(keys), np.int64)
+    filled = starts[:-1].copy()
+    for i in range(len(keys)):
         order[filled[keys[i]]] = i
         filled[keys[i]] += 1
-    return rows, order, cell_starts
+    return order, starts
 
 
 def indices_in_bounds(index: GridIndex, xy: np.ndarray, bounds: tuple[float, float, float, float]) -> np.ndarray:

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 import shapely
 
+from reconstruction.crop import counting_order
 from reconstruction.orientation import rotation
 
 
@@ -110,16 +111,8 @@ def medians_by_cell(cells: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.nd
 def _medians_by_cell(cells, z):
     # A counting sort by cell, then each cell's few heights sorted: where sorting all the
     # points by (cell, height) took most of the time of rasterising a roof.
-    starts = np.zeros(cells.max() + 2, np.int64)
-    for cell in cells:
-        starts[cell + 1] += 1
-    for k in range(1, len(starts)):
-        starts[k] += starts[k - 1]
-    by_cell = np.empty(len(z))
-    filled = starts[:-1].copy()
-    for i in range(len(z)):
-        by_cell[filled[cells[i]]] = z[i]
-        filled[cells[i]] += 1
+    order, starts = counting_order(cells)
+    by_cell = z[order]
     found = 0
     for k in range(len(starts) - 1):
         found += starts[k + 1] > starts[k]
