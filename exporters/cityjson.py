@@ -177,9 +177,21 @@ class _VertexIndex:
         self._translate = np.asarray(translate)
         self._index: dict[tuple[int, int, int], int] = {}
 
-    def ring(self, coordinates: np.ndarray) -> list[int]:
-        keys = np.rint((coordinates - self._translate) / SCALE).astype(np.int64)
-        return [self._index.setdefault(key, len(self._index)) for key in map(tuple, keys.tolist())]
+    def shell(self, solid: Solid) -> list[list[list[int]]]:
+        """Per surface, per ring, its vertices' indices; the solid's vertices converted at
+        once rather than ring by ring (tens of thousands of rings in a unit)."""
+        rings = [ring for surface in solid.surfaces for ring in surface.rings]
+        if not rings:
+            return [[] for _ in solid.surfaces]
+        keys = np.rint((np.concatenate(rings) - self._translate) / SCALE).astype(np.int64)
+        indices = [self._index.setdefault(key, len(self._index)) for key in map(tuple, keys.tolist())]
+        shell, start = [], 0
+        for surface in solid.surfaces:
+            shell.append([])
+            for ring in surface.rings:
+                shell[-1].append(indices[start : start + len(ring)])
+                start += len(ring)
+        return shell
 
     def vertices(self) -> list[list[int]]:
         return [list(key) for key in self._index]
@@ -304,19 +316,20 @@ def _solid_geometry(
 ) -> dict[str, Any]:
     semantic_objects: list[dict[str, Any]] = []
     semantic_ids: dict[str, int] = {}
-    values, shell = [], []
+    values = []
     for surface in solid.surfaces:
         semantic = {"type": str(surface.kind), **_attributes(surface.attributes)}
-        key = json.dumps(semantic, sort_keys=True)
+        # Walls and grounds carry no attributes: their kind alone tells them apart (a JSON
+        # key starts with a brace), without writing thousands of them out to compare.
+        key = json.dumps(semantic, sort_keys=True) if surface.attributes else semantic["type"]
         if key not in semantic_ids:
             semantic_ids[key] = len(semantic_objects)
             semantic_objects.append(semantic)
         values.append(semantic_ids[key])
-        shell.append([vertex_index.ring(ring) for ring in surface.rings])
     geometry = {
         "type": "Solid",
         "lod": lod,
-        "boundaries": [shell],
+        "boundaries": [vertex_index.shell(solid)],
         "semantics": {"surfaces": semantic_objects, "values": [values]},
     }
     if texture is not None:
