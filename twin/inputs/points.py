@@ -235,14 +235,22 @@ class _Gathered:
         needed = self.count + len(classification)
         if needed > len(self.xyz):  # past MAX_INITIAL_CAPACITY
             capacity = max(needed, 2 * len(self.xyz))
-            self.xyz = np.concatenate([self.xyz[: self.count], np.empty((capacity - self.count, 3))])
+            self.xyz = _grown(self.xyz, self.count, capacity)
             if self.with_time:
-                self.time = np.concatenate([self.time[: self.count], np.empty(capacity - self.count)])
+                self.time = _grown(self.time, self.count, capacity)
         mask = keep if keep is not None else _UNUSED_MASK
         self.count = _append_kept(
             x, y, z, gps, classification, wanted, scales, offsets, keep is None,
             mask.x0, mask.y0, mask.cell, mask.cells, self.xyz, self.time, self.count,
         )
+
+
+def _grown(values: np.ndarray, count: int, capacity: int) -> np.ndarray:
+    """`values` with room for `capacity` rows, its first `count` copied: the rest is left
+    unwritten, so it takes no memory until used (joining an empty array would copy it)."""
+    grown = np.empty((capacity,) + values.shape[1:])
+    grown[:count] = values[:count]
+    return grown
 
 
 _UNUSED_MASK = KeepMask(0.0, 0.0, 1.0, np.ones((1, 1), dtype=bool))
