@@ -16,13 +16,12 @@ from typing import Sequence
 
 import numba
 import numpy as np
-import open3d as o3d
 import shapely
 
 from reconstruction.extrude import Plane, RoofFace
 from reconstruction.geometry import row_dots, surface_vector_areas
-from reconstruction.triangulate import triangulate_solid
-from twin.model import Solid, SurfaceKind
+from reconstruction.triangulate import triangulate_surface
+from twin.model import Solid, Surface, SurfaceKind
 
 HORIZONTAL_DEG = 5.0
 TYPE_MIN_FACE_M2 = 2.0
@@ -55,21 +54,215 @@ def rmse(points: np.ndarray, solids: list[Solid]) -> float | None:
     """RMSE of the distances from points (n, 3) to the nearest surface of the solids.
 
     Distances to the whole surface (walls included) rather than to the roof above each
-    point, so that facade points count for what they are; computed with open3d's
-    Embree-backed distance queries.
+    point, so that facade points count for what they are. In double precision, to each
+    face's polygon on the plane through the mean of its vertices: a roof face's vertices on
+    the millimetre grid stray from one plane by up to a millimetre, which moved the RMSE
+    of the reference buildings by 0.02 mm at most from the distances to their triangles.
     """
-    if len(points) == 0 or not solids:
+    surfaces = [surface for solid in solids for surface in solid.surfaces]
+    if len(points) == 0 or not surfaces:
         return None
-    scene = o3d.t.geometry.RaycastingScene()
     origin = points.mean(axis=0)
-    for solid in solids:
-        vertices, triangles = triangulate_solid(solid)
-        mesh = o3d.t.geometry.TriangleMesh()
-        mesh.vertex.positions = o3d.core.Tensor((vertices - origin).astype(np.float32))
-        mesh.triangle.indices = o3d.core.Tensor(triangles.astype(np.int32))
-        scene.add_triangles(mesh)
-    distance = scene.compute_distance(o3d.core.Tensor((points - origin).astype(np.float32))).numpy()
-    return float(np.sqrt(np.mean(distance.astype(np.float64) ** 2)))
+    faces = _Faces.of(surfaces, origin)
+    squared = _squared_distances_to_faces(
+        np.ascontiguousarray(points - origin, dtype=np.float64), faces.vertices, faces.ring_starts,
+        faces.first_ring, faces.normals, faces.offsets, faces.boxes,
+    )
+    return float(np.sqrt(np.mean(squared)))
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """Planar polygons with holes as flat arrays for `_squared_distances_to_faces`."""
+
+    vertices: np.ndarray
+    """(v, 3), ring after ring, surface after surface."""
+    ring_starts: np.ndarray
+    """Each ring's first vertex, and the end of the last ring."""
+    first_ring: np.ndarray
+    """Each face's first ring, and the end of the last face's rings."""
+    normals: np.ndarray
+    """Unit normals, zero where a face has no area."""
+    offsets: np.ndarray
+    """normal . x on each face's plane."""
+    boxes: np.ndarray
+    """(f, 6): each face's lowest then highest coordinates."""
+
+    @classmethod
+    def of(cls, surfaces: list[Surface], origin: np.ndarray) -> _Faces:
+        """The surfaces as faces; those of more than `MAX_FACE_VERTICES` vertices as their
+        triangles, so that no point tests a campus roof's thousand-vertex outline."""
+        areas = surface_vector_areas(surfaces)
+        norms = np.sqrt(row_dots(areas, areas))
+        normals = areas / np.where(norms > 0, norms, 1.0)[:, None]
+        vertex_counts = np.array([sum(len(ring) for ring in surface.rings) for surface in surfaces])
+        face_rings = [surface.rings for surface in surfaces]
+        large = np.flatnonzero((vertex_counts > MAX_FACE_VERTICES) & (norms > 0))
+        if len(large):
+            kept = np.ones(len(surfaces), dtype=bool)
+            kept[large] = False
+            face_rings = [rings for rings, keep in zip(face_rings, kept) if keep]
+            face_normals = [normals[kept]]
+            for k in large:
+                vertices, triangles = triangulate_surface(surfaces[k])
+                face_rings.extend([vertices[triangle]] for triangle in triangles)
+                face_normals.append(np.repeat(normals[k : k + 1], len(triangles), axis=0))
+            normals = np.concatenate(face_normals)
+        rings = [ring for face in face_rings for ring in face]
+        ring_lengths = np.array([len(ring) for ring in rings], dtype=np.int64)
+        ring_counts = np.array([len(face) for face in face_rings], dtype=np.int64)
+        vertices = np.concatenate(rings) - origin
+        ring_starts = np.concatenate([[0], np.cumsum(ring_lengths)])
+        first_ring = np.concatenate([[0], np.cumsum(ring_counts)])
+        face_starts = ring_starts[first_ring[:-1]]
+        # Through the mean of a face's vertices: on a millimetre grid, a roof face's
+        # vertices stray from any one plane by up to a millimetre.
+        centres = np.add.reduceat(vertices, face_starts) / np.diff(ring_starts[first_ring])[:, None]
+        offsets = row_dots(normals, centres)
+        boxes = np.hstack([np.minimum.reduceat(vertices, face_starts), np.maximum.reduceat(vertices, face_starts)])
+        return cls(vertices, ring_starts, first_ring, np.ascontiguousarray(normals), offsets, boxes)
+
+
+MAX_FACE_VERTICES = 32
+
+
+@numba.njit(cache=True)
+def _squared_distances_to_faces(points, vertices, ring_starts, first_ring, normals, offsets, boxes) -> np.ndarray:
+    """Squared distance from each point to the nearest of the faces (`_Faces`' fields).
+
+    Written by hand: over a face whose plane the point projects into, the distance is the
+    distance to the plane; elsewhere it is the distance to the nearest edge. The faces are
+    bucketed by their boxes in square cells in plan, and each point visits square rings of
+    cells around its own until the nearest face found is nearer than any unvisited cell;
+    within them, faces whose box or plane is already farther are skipped. The previous
+    point's nearest face is measured first (the points come in roughly spatial order).
+    A ray-casting library would need the faces triangulated first, which took longer than
+    this whole loop on a house.
+    """
+    face_count = len(offsets)
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    width, depth = boxes[:, 3].max() - x0, boxes[:, 4].max() - y0
+    # About one cell per face.
+    cell = max(np.sqrt(width * depth / face_count), 0.5, max(width, depth) / 1024)
+    columns, rows = int(width / cell) + 1, int(depth / cell) + 1
+    first_column = np.minimum((np.floor((boxes[:, 0] - x0) / cell)).astype(np.int64), columns - 1)
+    last_column = np.minimum((np.floor((boxes[:, 3] - x0) / cell)).astype(np.int64), columns - 1)
+    first_row = np.minimum((np.floor((boxes[:, 1] - y0) / cell)).astype(np.int64), rows - 1)
+    last_row = np.minimum((np.floor((boxes[:, 4] - y0) / cell)).astype(np.int64), rows - 1)
+    cell_starts = np.zeros(columns * rows + 1, np.int64)
+    for face in range(face_count):
+        for a in range(first_column[face], last_column[face] + 1):
+            for b in range(first_row[face], last_row[face] + 1):
+                cell_starts[a * rows + b + 1] += 1
+    cell_starts = np.cumsum(cell_starts)
+    cell_faces = np.empty(cell_starts[-1], np.int64)
+    filled = cell_starts[:-1].copy()
+    for face in range(face_count):
+        for a in range(first_column[face], last_column[face] + 1):
+            for b in range(first_row[face], last_row[face] + 1):
+                cell_faces[filled[a * rows + b]] = face
+                filled[a * rows + b] += 1
+
+    squared = np.empty(len(points))
+    measured_for = np.full(face_count, -1, np.int64)
+    nearest = 0
+    for i in range(len(points)):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        column = min(max(int(np.floor((x - x0) / cell)), 0), columns - 1)
+        row = min(max(int(np.floor((y - y0) / cell)), 0), rows - 1)
+        measured_for[nearest] = i
+        best, nearest = _measure(x, y, z, nearest, np.inf, nearest, vertices, ring_starts, first_ring, normals, offsets, boxes)
+        ring = 0
+        while True:
+            for a in range(max(column - ring, 0), min(column + ring, columns - 1) + 1):
+                on_edge = abs(a - column) == ring
+                b = row - ring
+                while b <= row + ring:
+                    if 0 <= b < rows:
+                        for k in range(cell_starts[a * rows + b], cell_starts[a * rows + b + 1]):
+                            face = cell_faces[k]
+                            if measured_for[face] != i:
+                                measured_for[face] = i
+                                best, nearest = _measure(
+                                    x, y, z, face, best, nearest, vertices, ring_starts, first_ring, normals, offsets, boxes
+                                )
+                    # Inside the ring only its two end cells are new.
+                    b += 1 if on_edge or ring == 0 else 2 * ring
+            # Faces in unvisited cells are at least as far in plan as the nearest side of
+            # the visited square that has cells beyond it.
+            reach = np.inf
+            if column - ring > 0:
+                reach = min(reach, x - (x0 + (column - ring) * cell))
+            if column + ring < columns - 1:
+                reach = min(reach, x0 + (column + ring + 1) * cell - x)
+            if row - ring > 0:
+                reach = min(reach, y - (y0 + (row - ring) * cell))
+            if row + ring < rows - 1:
+                reach = min(reach, y0 + (row + ring + 1) * cell - y)
+            if reach == np.inf or (reach > 0 and reach * reach >= best):
+                break
+            ring += 1
+        squared[i] = best
+    return squared
+
+
+@numba.njit(cache=True, inline="always")
+def _measure(x, y, z, face, best, nearest, vertices, ring_starts, first_ring, normals, offsets, boxes):
+    """The smaller of `best` and the point's squared distance to the face, and the face it
+    belongs to (`nearest` if not this one)."""
+    gap_x = max(boxes[face, 0] - x, 0.0, x - boxes[face, 3])
+    gap_y = max(boxes[face, 1] - y, 0.0, y - boxes[face, 4])
+    gap_z = max(boxes[face, 2] - z, 0.0, z - boxes[face, 5])
+    if gap_x * gap_x + gap_y * gap_y + gap_z * gap_z >= best:
+        return best, nearest
+    nx, ny, nz = normals[face, 0], normals[face, 1], normals[face, 2]
+    height = x * nx + y * ny + z * nz - offsets[face]
+    if height * height >= best:
+        return best, nearest
+    foot_x, foot_y, foot_z = x - height * nx, y - height * ny, z - height * nz
+    if _contains(foot_x, foot_y, foot_z, nx, ny, nz, vertices, ring_starts, first_ring[face], first_ring[face + 1]):
+        return height * height, face
+    for ring in range(first_ring[face], first_ring[face + 1]):
+        start, end = ring_starts[ring], ring_starts[ring + 1]
+        for a in range(start, end):
+            b = a + 1 if a + 1 < end else start
+            edge = _squared_distance_to_segment(x, y, z, vertices[a], vertices[b])
+            if edge < best:
+                best, nearest = edge, face
+    return best, nearest
+
+
+@numba.njit(cache=True, inline="always")
+def _contains(x, y, z, nx, ny, nz, vertices, ring_starts, ring, ring_end) -> bool:
+    """Whether a point of a face's plane lies inside the face (even-odd over its rings),
+    tested in the coordinate plane onto which the face projects largest; never for a face
+    without area."""
+    ax, ay, az = abs(nx), abs(ny), abs(nz)
+    if ax == 0.0 and ay == 0.0 and az == 0.0:
+        return False
+    u, v = (1, 2) if ax >= ay and ax >= az else ((0, 2) if ay >= az else (0, 1))
+    pu, pv = (y, z) if u == 1 else ((x, z) if v == 2 else (x, y))
+    inside = False
+    for r in range(ring, ring_end):
+        start, end = ring_starts[r], ring_starts[r + 1]
+        for a in range(start, end):
+            b = a + 1 if a + 1 < end else start
+            au, av, bu, bv = vertices[a, u], vertices[a, v], vertices[b, u], vertices[b, v]
+            if (av > pv) != (bv > pv) and pu < au + (pv - av) * (bu - au) / (bv - av):
+                inside = not inside
+    return inside
+
+
+@numba.njit(cache=True, inline="always")
+def _squared_distance_to_segment(x, y, z, start, end) -> float:
+    along_x, along_y, along_z = end[0] - start[0], end[1] - start[1], end[2] - start[2]
+    offset_x, offset_y, offset_z = x - start[0], y - start[1], z - start[2]
+    length_squared = along_x * along_x + along_y * along_y + along_z * along_z
+    t = 0.0
+    if length_squared > 0:
+        t = min(max((offset_x * along_x + offset_y * along_y + offset_z * along_z) / length_squared, 0.0), 1.0)
+    gap_x, gap_y, gap_z = offset_x - t * along_x, offset_y - t * along_y, offset_z - t * along_z
+    return gap_x * gap_x + gap_y * gap_y + gap_z * gap_z
 
 
 def prism_rmses(points: np.ndarray, models: Sequence[list[tuple[shapely.Polygon, float, float]]]) -> list[float | None]:

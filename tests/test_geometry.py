@@ -277,6 +277,42 @@ def test_prism_rmse_is_the_distance_to_the_extruded_solids():
     assert prism_rmses(points, [block, prisms, []]) == prism_rmses(points, [block]) + prism_rmses(points, [prisms]) + [None]
 
 
+def test_rmse_is_the_distance_to_the_triangulated_solids():
+    """Against open3d's distances to the triangles (Embree, single precision), for points
+    around a hipped block with a courtyard, a shed roof and a round tower whose roof and
+    ground have more vertices than a face is measured whole with."""
+    import open3d as o3d
+
+    from reconstruction.quality import MAX_FACE_VERTICES, rmse
+
+    x0, y0 = 652_000.0, 6_862_000.0
+    courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
+    tower = shapely.Point(26, 6).buffer(4, quad_segs=16)
+    assert len(tower.exterior.coords) - 1 > MAX_FACE_VERTICES
+    faces = [
+        RoofFace(affinity.translate(courtyard.intersection(shapely.box(0, 0, 20, 6)), x0, y0), Plane(x0, y0, 50.0, 0.0, 0.5)),
+        RoofFace(affinity.translate(courtyard.intersection(shapely.box(0, 6, 20, 12)), x0, y0), Plane(x0, y0 + 12, 50.0, 0.0, -0.5)),
+        RoofFace(affinity.translate(tower, x0, y0), Plane(x0 + 26, y0 + 6, 58.0, 0.2, 0.1)),
+    ]
+    solids = [extrude_faces(faces[:2], 40.0), extrude_faces(faces[2:], 40.0)]
+    rng = np.random.default_rng(11)
+    points = np.column_stack([rng.uniform(-4, 34, 3000) + x0, rng.uniform(-4, 14, 3000) + y0, rng.uniform(35, 65, 3000)])
+
+    origin = points.mean(axis=0)
+    scene = o3d.t.geometry.RaycastingScene()
+    for solid in solids:
+        vertices, triangles = triangulate_solid(solid)
+        mesh = o3d.t.geometry.TriangleMesh()
+        mesh.vertex.positions = o3d.core.Tensor((vertices - origin).astype(np.float32))
+        mesh.triangle.indices = o3d.core.Tensor(triangles.astype(np.int32))
+        scene.add_triangles(mesh)
+    distances = scene.compute_distance(o3d.core.Tensor((points - origin).astype(np.float32))).numpy().astype(np.float64)
+    for subset in (slice(None), slice(0, 1), slice(1000, 1100)):
+        expected = float(np.sqrt(np.mean(distances[subset] ** 2)))
+        assert rmse(points[subset], solids) == pytest.approx(expected, abs=1e-5)
+    assert rmse(points[:0], solids) is None
+
+
 def test_vector_areas_of_all_surfaces_at_once_are_each_surfaces_to_the_last_bit():
     """Batched over a solid with a courtyard and sloped faces at projected coordinates."""
     courtyard = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
