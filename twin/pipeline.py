@@ -26,7 +26,6 @@ import shapely
 import exporters
 from reconstruction.outlines import building_outlines
 from reconstruction.shared_walls import shared_wall_areas
-from reconstruction.texturing import texture_buildings
 from twin.config import BuildConfig, ChangeConfig
 from twin.errors import InputError
 from twin.geodesy import crs_uri, horizontal_part
@@ -193,6 +192,10 @@ def build(
 
     texturing = None
     if imagery is not None:
+        # Imported here: texturing loads open3d and OpenCV, over half a second at the start
+        # of every run, most of which have no images.
+        from reconstruction.texturing import texture_buildings
+
         progress.stage("textures", len(buildings))
         buildings, report = texture_buildings(buildings, imagery.cameras, imagery.images, config.textures)
         progress.advance(len(buildings))
