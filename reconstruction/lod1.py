@@ -73,7 +73,7 @@ def lod13_parts(field: Heightfield, footprint: shapely.Polygon, config: Lod1Conf
         return [Lod13Part(footprint, _percentile(field.heights[field.covered], config))]
     pieces = []
     for label in range(len(heights)):
-        region = shapely.coverage_union_all(field.cell_boxes(labels == label))
+        region = field.cell_region(labels == label)
         clipped = region.intersection(footprint)
         pieces += [(piece, label) for piece in _polygons(clipped) if piece.area > 0]
     pieces = _absorb_small_pieces(pieces, heights)

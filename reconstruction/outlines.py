@@ -210,7 +210,7 @@ def _split_at_steps(points: np.ndarray, outline: shapely.Polygon, config: Outlin
         return [outline]
     parts = []
     for label in regions:
-        region = shapely.coverage_union_all(field.cell_boxes(labels == label)).intersection(outline)
+        region = field.cell_region(labels == label).intersection(outline)
         parts += [p for p in shapely.get_parts(region) if p.geom_type == "Polygon"]
     boundary = outline.exterior
     reaching = [p for p in parts if p.area >= config.min_split_area_m2 and p.boundary.intersection(boundary).length > 2.0]

@@ -107,7 +107,7 @@ def _outline_lines(field, label_grid, n_planes, footprint, origin, directions, c
         mask = label_grid == label
         if not mask.any():
             continue
-        region = shapely.coverage_union_all(field.cell_boxes(mask)).simplify(0.75 * field.cell)
+        region = field.cell_region(mask).simplify(0.75 * field.cell)
         for polygon in shapely.get_parts(region):
             for ring in [polygon.exterior, *polygon.interiors]:
                 coords = np.asarray(ring.coords)

@@ -380,6 +380,29 @@ def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed)
     assert np.array_equal(found[2], ordered[start + size - 1] - ordered[start])
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_cell_regions_are_geos_unions_of_the_cells_normalized(seed):
+    """Against GEOS's coverage union of the cells' boxes on a turned grid, normalized: the
+    same parts, holes and vertices to the last bit, on random masks full of cells and
+    holes touching at a corner only."""
+    from reconstruction.heightfield import Heightfield
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 12, 2))
+    mask = rng.random(shape) < rng.uniform(0.2, 0.9)
+    field = Heightfield(rng.uniform(0, np.pi), rng.uniform(-1e5, 1e6), rng.uniform(-1e5, 7e6),
+                        float(rng.choice([0.5, 0.37, 1.0])), np.zeros(shape), np.zeros(shape), mask, mask)
+    i, j = np.nonzero(mask)
+    boxes = shapely.box(field.u0 + i * field.cell, field.v0 + j * field.cell,
+                        field.u0 + (i + 1) * field.cell, field.v0 + (j + 1) * field.cell)
+    expected = shapely.normalize(shapely.transform(shapely.coverage_union_all(boxes), field._grid_to_map))
+    found = field.cell_region(mask)
+    assert found.geom_type == expected.geom_type
+    assert shapely.equals_exact(found, expected, tolerance=0.0)
+    assert np.array_equal(shapely.get_coordinates(found), shapely.get_coordinates(expected))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.booleans())
 def test_rasterised_cells_are_those_whose_box_meets_the_footprints_interior(seed, on_the_grid):
