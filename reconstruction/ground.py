@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numba
 import numpy as np
 import shapely
 
@@ -95,31 +96,50 @@ def estimate_ground(
 
 def _robust_plane(points: np.ndarray) -> tuple[np.ndarray, float] | None:
     """z = a x + b y + c fitted with two rounds of outlier rejection; returns the
-    coefficients (in coordinates relative to the points' mean) and the robust spread."""
-    centre = points[:, :2].mean(axis=0)
-    xy = points[:, :2] - centre
-    design = np.column_stack([xy, np.ones(len(xy))])
-    keep = np.ones(len(points), dtype=bool)
+    coefficients and the robust spread."""
+    fitted, a, b, c, spread = _robust_plane_fit(np.ascontiguousarray(points, dtype=np.float64))
+    return (np.array([a, b, c]), spread) if fitted else None
+
+
+@numba.njit(cache=True)
+def _robust_plane_fit(points):
+    """`_robust_plane` compiled: (fitted, a, b, c, spread).
+
+    Least squares by the normal equations of the offsets from the points' centre (a 3x3
+    system, well conditioned once centred), each round in one pass over a ring's few
+    thousand points: a least-squares solver on the whole design matrix, with its
+    copies and medians in numpy, took a millisecond a building."""
+    n = len(points)
+    centre_x, centre_y, centre_z = points[:, 0].mean(), points[:, 1].mean(), points[:, 2].mean()
+    keep = np.ones(n, np.bool_)
+    residuals = np.empty(n)
+    a = b = c = spread = 0.0
     for _ in range(3):
-        if keep.sum() < 3:
-            return None
-        solution, *_ = np.linalg.lstsq(design[keep], points[keep, 2], rcond=None)
-        residuals = points[:, 2] - design @ solution
+        kept = np.count_nonzero(keep)
+        if kept < 3:
+            return False, 0.0, 0.0, 0.0, 0.0
+        normal = np.zeros((3, 3))
+        right = np.zeros(3)
+        for i in range(n):
+            if keep[i]:
+                x, y, z = points[i, 0] - centre_x, points[i, 1] - centre_y, points[i, 2] - centre_z
+                normal[0, 0] += x * x
+                normal[0, 1] += x * y
+                normal[0, 2] += x
+                normal[1, 1] += y * y
+                normal[1, 2] += y
+                right[0] += x * z
+                right[1] += y * z
+                right[2] += z
+        normal[1, 0], normal[2, 0], normal[2, 1], normal[2, 2] = normal[0, 1], normal[0, 2], normal[1, 2], kept
+        # Least squares again rather than a solve: points on a line leave the system singular.
+        a, b, c = np.linalg.lstsq(normal, right)[0]
+        for i in range(n):
+            residuals[i] = points[i, 2] - centre_z - (a * (points[i, 0] - centre_x) + b * (points[i, 1] - centre_y) + c)
         kept_residuals = residuals[keep]
-        spread = 1.4826 * _median(np.abs(kept_residuals - _median(kept_residuals)))
+        spread = 1.4826 * np.median(np.abs(kept_residuals - np.median(kept_residuals)))
         keep = np.abs(residuals) <= max(3 * spread, 0.05)
-    a, b, c = solution
-    return np.array([a, b, c - a * centre[0] - b * centre[1]]), float(spread)
-
-
-def _median(values: np.ndarray) -> float:
-    """`np.median` of a 1-d array without NaN, at a fraction of its overhead (six times a
-    building)."""
-    half = len(values) // 2
-    if len(values) % 2:
-        return float(np.partition(values, half)[half])
-    below, above = np.partition(values, (half - 1, half))[half - 1 : half + 1]
-    return float((below + above) / 2)
+    return True, a, b, centre_z + c - a * centre_x - b * centre_y, spread
 
 
 def _ground_altitude_attribute(attributes: Mapping[str, Any]) -> tuple[str, float] | None:
