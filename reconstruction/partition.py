@@ -26,7 +26,7 @@ import numpy as np
 import shapely
 
 from reconstruction.extrude import SNAP_M, Plane, RoofFace
-from reconstruction.geometry import component_labels, group_sums, unique_rows
+from reconstruction.geometry import component_labels, group_sums, points_within, unique_rows
 from twin.config import Lod2Config
 
 GROUND = -1
@@ -103,7 +103,7 @@ def label_faces(
     whole footprint) labels only faces meeting its reach."""
     tree = shapely.STRtree(faces)
     movable = _movable_faces(tree, reaches, len(planes) + 1)
-    costs = _data_costs(faces, tree, planes, samples, edges.on_outline, ground_z, config, movable)
+    costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config, movable)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
     # A move depends only on the labels: one that failed needs no second try until some
@@ -201,16 +201,15 @@ def face_adjacency(faces: list[shapely.Polygon]) -> FaceEdges:
 
 
 def _data_costs(
-    faces, tree: shapely.STRtree, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config,
+    faces, planes, samples: RoofSamples, on_outline: np.ndarray, ground_z, config: Lod2Config,
     movable: list[np.ndarray | None],
 ) -> np.ndarray:
     """Per face and label, the capped misfit volume; `_FORBIDDEN` where the label cannot
     go: the ground on the outline, a plane dipping to the ground on the face, and a label
-    with a reach (`movable`: its faces) beyond it, where it is not measured at all. `tree`
-    indexes `faces`."""
+    with a reach (`movable`: its faces) beyond it, where it is not measured at all."""
     n_labels = len(planes) + 1  # the last label is the ground
     costs = np.zeros((len(faces), n_labels))
-    sample_index, face_index = tree.query(shapely.points(samples.xy), predicate="within")
+    sample_index, face_index = points_within(samples.xy, faces)
     xy = samples.xy[sample_index]
     z = samples.z[sample_index]
     corners, owners = shapely.get_coordinates(shapely.get_exterior_ring(faces), return_index=True)

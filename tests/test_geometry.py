@@ -408,6 +408,48 @@ def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed)
     assert np.array_equal(found[2], ordered[start + size - 1] - ordered[start])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_points_within_polygons_are_geos_within(seed):
+    """Against shapely's STRtree query with `within`, on the faces of an arrangement at
+    projected coordinates (a courtyard, slanted and grid lines): samples on a grid that
+    the lines pass through, at random, and on the faces' vertices and edges."""
+    from reconstruction.geometry import points_within
+
+    rng = np.random.default_rng(seed)
+    outer = shapely.Polygon([(0, 0), (20, 0), (20, 12), (0, 12)], [[(6, 4), (10, 4), (10, 8), (6, 8)]])
+    lines = [shapely.LineString([(rng.uniform(-5, 25), -5), (rng.uniform(-5, 25), 17)]) for _ in range(3)]
+    lines += [shapely.LineString([(-5, y), (25, y)]) for y in rng.integers(0, 24, 2) / 2]
+    faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(shapely.union_all([outer.boundary, *lines]))))
+    faces = shapely.transform(faces[shapely.contains(outer, shapely.point_on_surface(faces))], lambda c: c + [652_000.0, 6_862_000.0])
+    grid = np.stack(np.meshgrid(np.arange(0, 20.01, 0.5), np.arange(0, 12.01, 0.5)), -1).reshape(-1, 2) + [652_000.0, 6_862_000.0]
+    vertices = shapely.get_coordinates(faces)
+    on_edges = shapely.get_coordinates(shapely.line_interpolate_point(shapely.get_exterior_ring(faces), 0.3, normalized=True))
+    xy = np.vstack([grid, rng.uniform(-1, 21, (200, 2)) + [652_000.0, 6_862_000.0], vertices, on_edges])
+    expected_point, expected_polygon = shapely.STRtree(faces).query(shapely.points(xy), predicate="within")
+    order = np.lexsort((expected_polygon, expected_point))
+    found_point, found_polygon = points_within(xy, faces)
+    assert np.array_equal(found_point, expected_point[order])
+    assert np.array_equal(found_polygon, expected_polygon[order])
+
+
+def test_points_a_rounding_off_an_edge_are_located_by_geos():
+    """Too near an edge for the floating-point orientation test to tell its side: GEOS
+    settles them (in double-double), on either side of the edge and on it."""
+    from reconstruction.geometry import _points_within, points_within
+
+    triangles = shapely.polygons([[(0, 0), (3, 0), (3, 1)], [(0, 0), (3, 1), (0, 1)]])
+    xy = np.array([[2.0, 0.3], [1.5, 0.5], [1.5, 0.5000000000000001], [1.5, 0.49999999999999994]])
+    expected_point, expected_polygon = shapely.STRtree(triangles).query(shapely.points(xy), predicate="within")
+    order = np.lexsort((expected_polygon, expected_point))
+    found_point, found_polygon = points_within(xy, triangles)
+    assert np.array_equal(found_point, expected_point[order]) and np.array_equal(found_polygon, expected_polygon[order])
+    assert set(found_point.tolist()) == {0, 2, 3}
+    coordinates = np.array([[0, 0], [3, 0], [3, 1], [0, 0], [0, 0], [3, 1], [0, 1], [0, 0]], dtype=float)
+    unsettled = _points_within(xy, coordinates, np.array([0, 4, 8]), np.array([0, 1, 2]), shapely.bounds(triangles))[2]
+    assert unsettled[2:].all() and not unsettled[0]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_cell_regions_are_geos_unions_of_the_cells_normalized(seed):
