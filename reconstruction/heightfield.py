@@ -122,6 +122,33 @@ def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle
     return Heightfield(angle, float(u0), float(v0), cell, empty, empty, covered, inside).of(points)
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """`np.percentile(values, q)` (linear interpolation) of a 1-d array without NaN, to the
+    last bit, at a fraction of its overhead: numpy's general path took half a millisecond
+    of a building's LOD1 heights. NaN for no values."""
+    return _percentile(np.ascontiguousarray(values, dtype=np.float64), float(q))
+
+
+@numba.njit(cache=True)
+def _percentile(values, q):
+    count = len(values)
+    if count == 0:
+        return np.nan
+    ordered = np.sort(values)
+    # numpy's steps and roundings: the virtual index, then its lerp from whichever end is
+    # nearer.
+    virtual = (count - 1) * (q / 100)
+    if virtual >= count - 1:
+        return ordered[count - 1]
+    below = int(np.floor(virtual))
+    weight = virtual - below
+    low, high = ordered[below], ordered[below + 1]
+    difference = high - low
+    if weight >= 0.5:
+        return high - difference * (1 - weight)
+    return low + difference * weight
+
+
 def medians_by_cell(cells: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct cell numbers (non-negative integers, one per point) in ascending order,
     and per cell the median of its points' heights `z` and their range (highest minus

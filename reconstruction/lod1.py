@@ -20,7 +20,7 @@ import shapely
 from scipy import ndimage
 
 from reconstruction.geometry import component_labels
-from reconstruction.heightfield import Heightfield
+from reconstruction.heightfield import Heightfield, percentile
 from twin.config import Lod1Config
 
 MIN_PIECE_AREA_M2 = 1.0
@@ -54,7 +54,7 @@ def roof_heights(field: Heightfield, config: Lod1Config) -> RoofHeights | None:
         inside_cells = max(inside_cells, int(field.covered.sum()))
     if len(values) == 0:
         return None
-    p50, p70, lod1 = np.percentile(values, [50, 70, config.roof_percentile])
+    p50, p70, lod1 = (percentile(values, q) for q in (50, 70, config.roof_percentile))
     return RoofHeights(
         min=float(values.min()),
         p50=float(p50),
@@ -92,7 +92,7 @@ def lod13_parts(field: Heightfield, footprint: shapely.Polygon, config: Lod1Conf
 
 def _percentile(values: np.ndarray, config: Lod1Config) -> float:
     values = values[np.isfinite(values)]
-    return float(np.percentile(values, config.roof_percentile))
+    return percentile(values, config.roof_percentile)
 
 
 def segment_heights(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +133,7 @@ def segment_heights(field: Heightfield, config: Lod1Config) -> tuple[np.ndarray,
 
 def _region_height(mask: np.ndarray, heights: np.ndarray, filled: np.ndarray, config: Lod1Config) -> float:
     values = heights[mask & np.isfinite(heights)]
-    return float(np.percentile(values if len(values) else filled[mask], config.roof_percentile))
+    return percentile(values if len(values) else filled[mask], config.roof_percentile)
 
 
 def _merge_regions(

@@ -388,6 +388,21 @@ def test_the_ground_fit_is_least_squares_with_outliers_rejected(seed):
     assert _robust_plane(points[:2]) is None
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_percentiles_are_numpys_to_the_last_bit(seed):
+    """Odd and even counts, one value, ties, and percentiles at the ends, on the quarters
+    and anywhere between."""
+    from reconstruction.heightfield import percentile
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(50, 5, int(rng.integers(1, 60)))
+    for rounded in (np.round(values, int(rng.integers(0, 4))), values):
+        for q in (0, 25, 50, 70, 100, *rng.uniform(0, 100, 20)):
+            assert percentile(rounded, q) == np.percentile(rounded, q)
+    assert np.isnan(percentile(values[:0], 50))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed):
