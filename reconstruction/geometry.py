@@ -15,7 +15,7 @@ from twin.model import Solid, Surface
 def ring_vector_area(ring: np.ndarray, origin: np.ndarray) -> np.ndarray:
     """Newell's vector area of a ring: its normal times its area, signed by orientation."""
     p = ring - origin
-    q = np.roll(p, -1, axis=0)
+    q = np.concatenate((p[1:], p[:1]))  # np.roll, at a fraction of its cost on a few vertices
     return 0.5 * cross_rows(p, q).sum(axis=0)
 
 
@@ -68,16 +68,38 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     """What np.unique(rows, axis=0, return_index=True, return_inverse=True,
     return_counts=True) gives for an integer (n, k) array: the distinct rows in
     lexicographic order, the index of each one's first occurrence, each row's distinct
-    row, and their counts. From one lexsort: np.unique's structured-row sort took several
-    times longer on the few hundred rows of a roof's edges or a solid's vertices."""
-    order = np.lexsort(rows.T[::-1])
-    ordered = rows[order]
-    starts = np.ones(len(rows), dtype=bool)
-    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
-    inverse = np.empty(len(rows), dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    counts = np.diff(np.append(np.flatnonzero(starts), len(rows)))
-    return ordered[starts], order[starts], inverse, counts
+    row, and their counts. Compiled, from stable sorts column by column: np.unique's
+    structured-row sort, then a lexsort and its numpy steps, took several times longer on
+    the few hundred rows of a roof's edges or a solid's vertices, seven times a building."""
+    return _unique_rows(np.ascontiguousarray(rows, dtype=np.int64))
+
+
+@numba.njit(cache=True)
+def _unique_rows(rows):
+    count, width = rows.shape
+    order = np.arange(count)
+    for column in range(width - 1, -1, -1):
+        order = order[np.argsort(rows[order, column], kind="mergesort")]
+    starts = np.ones(count, np.bool_)
+    for i in range(1, count):
+        same = True
+        for column in range(width):
+            if rows[order[i], column] != rows[order[i - 1], column]:
+                same = False
+                break
+        starts[i] = not same
+    distinct = np.count_nonzero(starts)
+    first = np.empty(distinct, np.int64)
+    counts = np.zeros(distinct, np.int64)
+    inverse = np.empty(count, np.int64)
+    group = -1
+    for i in range(count):
+        if starts[i]:
+            group += 1
+            first[group] = order[i]
+        inverse[order[i]] = group
+        counts[group] += 1
+    return rows[first], first, inverse, counts
 
 
 @numba.njit(cache=True)
