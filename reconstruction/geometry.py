@@ -68,18 +68,16 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     """What np.unique(rows, axis=0, return_index=True, return_inverse=True,
     return_counts=True) gives for an integer (n, k) array: the distinct rows in
     lexicographic order, the index of each one's first occurrence, each row's distinct
-    row, and their counts. Compiled, from stable sorts column by column: np.unique's
-    structured-row sort, then a lexsort and its numpy steps, took several times longer on
-    the few hundred rows of a roof's edges or a solid's vertices, seven times a building."""
-    return _unique_rows(np.ascontiguousarray(rows, dtype=np.int64))
+    row, and their counts. From one lexsort, the rest compiled: np.unique's structured-row
+    sort, then the lexsort's numpy steps, took several times longer on the few hundred
+    rows of a roof's edges or a solid's vertices, seven times a building."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    return _unique_rows(rows, np.lexsort(rows.T[::-1]))
 
 
 @numba.njit(cache=True)
-def _unique_rows(rows):
+def _unique_rows(rows, order):
     count, width = rows.shape
-    order = np.arange(count)
-    for column in range(width - 1, -1, -1):
-        order = order[np.argsort(rows[order, column], kind="mergesort")]
     starts = np.ones(count, np.bool_)
     for i in range(1, count):
         same = True
@@ -221,14 +219,44 @@ def points_within(xy: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.
 
 @numba.njit(cache=True)
 def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes):
-    """`points_within` for the settled points, and which points are not settled."""
+    """`points_within` for the settled points, and which points are not settled. The
+    polygons are bucketed by their boxes in square cells, about one per polygon, so that
+    a point tests only the polygons whose box covers its cell."""
+    polygon_count = len(boxes)
+    x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+    width, depth = x1 - x0, y1 - y0
+    cell = max(np.sqrt(width * depth / polygon_count), max(width, depth) / 1024, 1e-9)
+    columns, rows = int(width / cell) + 1, int(depth / cell) + 1
+    first_column = np.minimum(((boxes[:, 0] - x0) / cell).astype(np.int64), columns - 1)
+    last_column = np.minimum(((boxes[:, 2] - x0) / cell).astype(np.int64), columns - 1)
+    first_row = np.minimum(((boxes[:, 1] - y0) / cell).astype(np.int64), rows - 1)
+    last_row = np.minimum(((boxes[:, 3] - y0) / cell).astype(np.int64), rows - 1)
+    cell_starts = np.zeros(columns * rows + 1, np.int64)
+    for polygon in range(polygon_count):
+        for a in range(first_column[polygon], last_column[polygon] + 1):
+            for b in range(first_row[polygon], last_row[polygon] + 1):
+                cell_starts[a * rows + b + 1] += 1
+    for c in range(columns * rows):
+        cell_starts[c + 1] += cell_starts[c]
+    cell_polygons = np.empty(cell_starts[-1], np.int64)
+    filled = cell_starts[:-1].copy()
+    for polygon in range(polygon_count):
+        for a in range(first_column[polygon], last_column[polygon] + 1):
+            for b in range(first_row[polygon], last_row[polygon] + 1):
+                cell_polygons[filled[a * rows + b]] = polygon
+                filled[a * rows + b] += 1
+
     point_index, polygon_index = [], []
     unsettled = np.zeros(len(xy), np.bool_)
-    found = np.empty(len(boxes), np.int64)
+    found = np.empty(polygon_count, np.int64)
     for i in range(len(xy)):
         x, y = xy[i, 0], xy[i, 1]
+        if not (x0 <= x <= x1 and y0 <= y <= y1):
+            continue
+        c = min(int((x - x0) / cell), columns - 1) * rows + min(int((y - y0) / cell), rows - 1)
         count = 0
-        for polygon in range(len(boxes)):
+        for k in range(cell_starts[c], cell_starts[c + 1]):
+            polygon = cell_polygons[k]
             if not (boxes[polygon, 0] <= x <= boxes[polygon, 2] and boxes[polygon, 1] <= y <= boxes[polygon, 3]):
                 continue
             first_ring = polygon_offsets[polygon]
