@@ -184,10 +184,13 @@ class RingLayout:
         return RingLayout(ends - lengths, successors)
 
 
-def points_within(xy: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def points_within(
+    xy: np.ndarray, polygons: np.ndarray, rings_included: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(point index, polygon index) pairs of the points (n, 2) strictly inside each of the
     polygons, by point, then polygon: what `STRtree(polygons).query(points, "within")`
-    gives, a point on a ring being in none.
+    gives, a point on a ring being in none; with `rings_included`, in each polygon or on
+    its rings (the query's "intersects").
 
     Compiled, over the polygons' boxes: shapely's query made a point geometry of each
     raster sample and a prepared test per candidate, half a millisecond a partition.
@@ -205,11 +208,12 @@ def points_within(xy: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.
     boxes = shapely.bounds(polygons)
     xy = np.ascontiguousarray(xy, dtype=np.float64)
     point_index, polygon_index, unsettled = _points_within(
-        xy, np.ascontiguousarray(coordinates), ring_offsets, polygon_offsets, boxes
+        xy, np.ascontiguousarray(coordinates), ring_offsets, polygon_offsets, boxes, rings_included
     )
     if unsettled.any():
         rest = np.flatnonzero(unsettled)
-        found_point, found_polygon = shapely.STRtree(polygons).query(shapely.points(xy[rest]), predicate="within")
+        predicate = "intersects" if rings_included else "within"
+        found_point, found_polygon = shapely.STRtree(polygons).query(shapely.points(xy[rest]), predicate=predicate)
         point_index = np.concatenate([point_index, rest[found_point]])
         polygon_index = np.concatenate([polygon_index, found_polygon])
         order = np.lexsort((polygon_index, point_index))
@@ -218,7 +222,7 @@ def points_within(xy: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.
 
 
 @numba.njit(cache=True)
-def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes):
+def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes, rings_included):
     """`points_within` for the settled points, and which points are not settled. The
     polygons are bucketed by their boxes in square cells, about one per polygon, so that
     a point tests only the polygons whose box covers its cell."""
@@ -260,19 +264,24 @@ def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes):
             if not (boxes[polygon, 0] <= x <= boxes[polygon, 2] and boxes[polygon, 1] <= y <= boxes[polygon, 3]):
                 continue
             first_ring = polygon_offsets[polygon]
-            interior = True
+            contained = True
             for ring in range(first_ring, polygon_offsets[polygon + 1]):
                 location = _ring_location(x, y, coordinates, ring_offsets[ring], ring_offsets[ring + 1])
                 if location == _UNSETTLED:
                     unsettled[i] = True
                     break
-                # Within: inside the exterior, and outside every hole, on no ring.
+                # Inside the exterior and outside every hole; on a ring only if included.
+                if location == _ON_RING:
+                    if rings_included:
+                        continue
+                    contained = False
+                    break
                 if location != (_INSIDE if ring == first_ring else _OUTSIDE):
-                    interior = False
+                    contained = False
                     break
             if unsettled[i]:
                 break
-            if interior:
+            if contained:
                 found[count] = polygon
                 count += 1
         if not unsettled[i]:

@@ -24,6 +24,7 @@ import shapely
 from scipy import ndimage
 
 from reconstruction.extrude import Plane, RoofFace
+from reconstruction.geometry import points_within
 from reconstruction.heightfield import Heightfield
 from twin.config import Lod2Config
 
@@ -84,10 +85,10 @@ def _surrounding_heights(
 
 
 def _roof_heights(faces: Sequence[RoofFace], xy: np.ndarray) -> np.ndarray:
-    """Height of the roof face over each point; NaN over none."""
+    """Height of the roof face over each point (of the first face, on an edge between
+    two); NaN over none."""
     heights = np.full(len(xy), np.nan)
-    tree = shapely.STRtree([face.polygon for face in faces])
-    point_index, face_index = tree.query(shapely.points(xy), predicate="intersects")
+    point_index, face_index = points_within(xy, np.array([face.polygon for face in faces]), rings_included=True)
     first = np.unique(point_index, return_index=True)[1]
     for k in np.unique(face_index[first]):
         chosen = point_index[first][face_index[first] == k]

@@ -426,7 +426,8 @@ def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed)
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_points_within_polygons_are_geos_within(seed):
-    """Against shapely's STRtree query with `within`, on the faces of an arrangement at
+    """Against shapely's STRtree query with `within`, and with `intersects` where the
+    rings are included, on the faces of an arrangement at
     projected coordinates (a courtyard, slanted and grid lines): samples on a grid that
     the lines pass through, at random, and on the faces' vertices and edges."""
     from reconstruction.geometry import points_within
@@ -441,11 +442,12 @@ def test_points_within_polygons_are_geos_within(seed):
     vertices = shapely.get_coordinates(faces)
     on_edges = shapely.get_coordinates(shapely.line_interpolate_point(shapely.get_exterior_ring(faces), 0.3, normalized=True))
     xy = np.vstack([grid, rng.uniform(-1, 21, (200, 2)) + [652_000.0, 6_862_000.0], vertices, on_edges])
-    expected_point, expected_polygon = shapely.STRtree(faces).query(shapely.points(xy), predicate="within")
-    order = np.lexsort((expected_polygon, expected_point))
-    found_point, found_polygon = points_within(xy, faces)
-    assert np.array_equal(found_point, expected_point[order])
-    assert np.array_equal(found_polygon, expected_polygon[order])
+    for predicate, rings_included in (("within", False), ("intersects", True)):
+        expected_point, expected_polygon = shapely.STRtree(faces).query(shapely.points(xy), predicate=predicate)
+        order = np.lexsort((expected_polygon, expected_point))
+        found_point, found_polygon = points_within(xy, faces, rings_included)
+        assert np.array_equal(found_point, expected_point[order])
+        assert np.array_equal(found_polygon, expected_polygon[order])
 
 
 def test_points_a_rounding_off_an_edge_are_located_by_geos():
@@ -460,8 +462,12 @@ def test_points_a_rounding_off_an_edge_are_located_by_geos():
     found_point, found_polygon = points_within(xy, triangles)
     assert np.array_equal(found_point, expected_point[order]) and np.array_equal(found_polygon, expected_polygon[order])
     assert set(found_point.tolist()) == {0, 2, 3}
+    expected_point, expected_polygon = shapely.STRtree(triangles).query(shapely.points(xy), predicate="intersects")
+    order = np.lexsort((expected_polygon, expected_point))
+    found_point, found_polygon = points_within(xy, triangles, rings_included=True)
+    assert np.array_equal(found_point, expected_point[order]) and np.array_equal(found_polygon, expected_polygon[order])
     coordinates = np.array([[0, 0], [3, 0], [3, 1], [0, 0], [0, 0], [3, 1], [0, 1], [0, 0]], dtype=float)
-    unsettled = _points_within(xy, coordinates, np.array([0, 4, 8]), np.array([0, 1, 2]), shapely.bounds(triangles))[2]
+    unsettled = _points_within(xy, coordinates, np.array([0, 4, 8]), np.array([0, 1, 2]), shapely.bounds(triangles), False)[2]
     assert unsettled[2:].all() and not unsettled[0]
 
 
