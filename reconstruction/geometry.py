@@ -222,6 +222,35 @@ def points_within(
 
 
 @numba.njit(cache=True)
+def boxes_in_cells(low_x, low_y, high_x, high_y, cell):
+    """The boxes (their lowest and highest x and y) bucketed in the square cells of side
+    `cell` of a grid from their lowest corner: (columns, rows, each cell's first entry and
+    the end of the last, the boxes overlapping each cell in increasing order). Cell
+    (a, b) is number a * rows + b."""
+    x0, y0 = low_x.min(), low_y.min()
+    columns, rows = int((high_x.max() - x0) / cell) + 1, int((high_y.max() - y0) / cell) + 1
+    first_column = np.minimum(np.floor((low_x - x0) / cell).astype(np.int64), columns - 1)
+    last_column = np.minimum(np.floor((high_x - x0) / cell).astype(np.int64), columns - 1)
+    first_row = np.minimum(np.floor((low_y - y0) / cell).astype(np.int64), rows - 1)
+    last_row = np.minimum(np.floor((high_y - y0) / cell).astype(np.int64), rows - 1)
+    starts = np.zeros(columns * rows + 1, np.int64)
+    for box in range(len(low_x)):
+        for a in range(first_column[box], last_column[box] + 1):
+            for b in range(first_row[box], last_row[box] + 1):
+                starts[a * rows + b + 1] += 1
+    for c in range(columns * rows):
+        starts[c + 1] += starts[c]
+    entries = np.empty(starts[-1], np.int64)
+    filled = starts[:-1].copy()
+    for box in range(len(low_x)):
+        for a in range(first_column[box], last_column[box] + 1):
+            for b in range(first_row[box], last_row[box] + 1):
+                entries[filled[a * rows + b]] = box
+                filled[a * rows + b] += 1
+    return columns, rows, starts, entries
+
+
+@numba.njit(cache=True)
 def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes, rings_included):
     """`points_within` for the settled points, and which points are not settled. The
     polygons are bucketed by their boxes in square cells, about one per polygon, so that
@@ -230,25 +259,7 @@ def _points_within(xy, coordinates, ring_offsets, polygon_offsets, boxes, rings_
     x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
     width, depth = x1 - x0, y1 - y0
     cell = max(np.sqrt(width * depth / polygon_count), max(width, depth) / 1024, 1e-9)
-    columns, rows = int(width / cell) + 1, int(depth / cell) + 1
-    first_column = np.minimum(((boxes[:, 0] - x0) / cell).astype(np.int64), columns - 1)
-    last_column = np.minimum(((boxes[:, 2] - x0) / cell).astype(np.int64), columns - 1)
-    first_row = np.minimum(((boxes[:, 1] - y0) / cell).astype(np.int64), rows - 1)
-    last_row = np.minimum(((boxes[:, 3] - y0) / cell).astype(np.int64), rows - 1)
-    cell_starts = np.zeros(columns * rows + 1, np.int64)
-    for polygon in range(polygon_count):
-        for a in range(first_column[polygon], last_column[polygon] + 1):
-            for b in range(first_row[polygon], last_row[polygon] + 1):
-                cell_starts[a * rows + b + 1] += 1
-    for c in range(columns * rows):
-        cell_starts[c + 1] += cell_starts[c]
-    cell_polygons = np.empty(cell_starts[-1], np.int64)
-    filled = cell_starts[:-1].copy()
-    for polygon in range(polygon_count):
-        for a in range(first_column[polygon], last_column[polygon] + 1):
-            for b in range(first_row[polygon], last_row[polygon] + 1):
-                cell_polygons[filled[a * rows + b]] = polygon
-                filled[a * rows + b] += 1
+    columns, rows, cell_starts, cell_polygons = boxes_in_cells(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], cell)
 
     point_index, polygon_index = [], []
     unsettled = np.zeros(len(xy), np.bool_)

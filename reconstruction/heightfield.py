@@ -211,15 +211,6 @@ def _cell_rings(mask: np.ndarray):
                         top += 1
             parts += 1
 
-    # Directions east, north, west, south; the edge leaving corner (a, b) in direction d
-    # belongs to the cell `cell_of` on its left, and is a boundary edge when the cell
-    # across it (`across_of`) is not in the mask.
-    step_a = (1, 0, -1, 0)
-    step_b = (0, 1, 0, -1)
-    cell_of_a = (0, -1, -1, 0)
-    cell_of_b = (0, 0, -1, -1)
-    across_of_a = (0, 0, -1, -1)
-    across_of_b = (-1, 0, 0, -1)
     visited = np.zeros((nu, nv, 4), np.bool_)
     # One corner per boundary edge (at most 4 a cell), and each ring's first again.
     corners = np.empty((5 * nu * nv, 2), np.int64)
@@ -233,40 +224,31 @@ def _cell_rings(mask: np.ndarray):
                 continue
             for first in range(4):
                 # The cell's edge in direction `first` leaves its corner (a, b).
-                a, b = i - cell_of_a[first], j - cell_of_b[first]
-                if visited[i, j, first] or _in_mask(mask, a + across_of_a[first], b + across_of_b[first]):
+                a, b = i - _CELL_OF_A[first], j - _CELL_OF_B[first]
+                if visited[i, j, first] or not _is_boundary_edge(mask, a, b, first):
                     continue
                 d = first
                 doubled_area = 0
                 while True:
-                    ci, cj = a + cell_of_a[d], b + cell_of_b[d]
-                    visited[ci, cj, d] = True
+                    visited[a + _CELL_OF_A[d], b + _CELL_OF_B[d], d] = True
                     corners[count, 0], corners[count, 1] = a, b
                     count += 1
-                    na, nb = a + step_a[d], b + step_b[d]
+                    na, nb = a + _STEP_A[d], b + _STEP_B[d]
                     doubled_area += a * nb - na * b
                     a, b = na, nb
                     left, right = (d + 1) % 4, (d + 3) % 4
-                    left_is_edge = _in_mask(mask, a + cell_of_a[left], b + cell_of_b[left]) and not _in_mask(
-                        mask, a + across_of_a[left], b + across_of_b[left]
-                    )
-                    right_is_edge = _in_mask(mask, a + cell_of_a[right], b + cell_of_b[right]) and not _in_mask(
-                        mask, a + across_of_a[right], b + across_of_b[right]
-                    )
+                    left_is_edge, right_is_edge = _is_boundary_edge(mask, a, b, left), _is_boundary_edge(mask, a, b, right)
                     if left_is_edge and right_is_edge:
                         # Two cells of the mask touching at this corner only: the ring goes
                         # on along the other one when it is of the same part (it then
                         # parts two regions outside), else it stays with its own cell.
-                        same = part[a + cell_of_a[right], b + cell_of_b[right]] == part[i, j]
+                        same = part[a + _CELL_OF_A[right], b + _CELL_OF_B[right]] == part[i, j]
                         d = right if same else left
                     elif left_is_edge:
                         d = left
-                    elif not (
-                        _in_mask(mask, a + cell_of_a[d], b + cell_of_b[d])
-                        and not _in_mask(mask, a + across_of_a[d], b + across_of_b[d])
-                    ):
+                    elif not _is_boundary_edge(mask, a, b, d):
                         d = right
-                    if a == i - cell_of_a[first] and b == j - cell_of_b[first] and d == first:
+                    if a == i - _CELL_OF_A[first] and b == j - _CELL_OF_B[first] and d == first:
                         break
                 corners[count, 0], corners[count, 1] = a, b
                 count += 1
@@ -274,6 +256,22 @@ def _cell_rings(mask: np.ndarray):
                 ring_part.append(part[i, j])
                 exterior.append(doubled_area > 0)
     return corners[:count].copy(), np.array(offsets), np.array(ring_part), np.array(exterior)
+
+
+# Directions east, north, west, south: the step along each, and the cell on the left of
+# the edge leaving a corner (a, b) that way (its cell) and the cell on its right.
+_STEP_A, _STEP_B = (1, 0, -1, 0), (0, 1, 0, -1)
+_CELL_OF_A, _CELL_OF_B = (0, -1, -1, 0), (0, 0, -1, -1)
+_ACROSS_A, _ACROSS_B = (0, 0, -1, -1), (-1, 0, 0, -1)
+
+
+@numba.njit(cache=True, inline="always")
+def _is_boundary_edge(mask: np.ndarray, a: int, b: int, direction: int) -> bool:
+    """Whether the edge leaving corner (a, b) in `direction` has a cell of the mask on its
+    left and none on its right."""
+    return _in_mask(mask, a + _CELL_OF_A[direction], b + _CELL_OF_B[direction]) and not _in_mask(
+        mask, a + _ACROSS_A[direction], b + _ACROSS_B[direction]
+    )
 
 
 @numba.njit(cache=True, inline="always")

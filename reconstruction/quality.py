@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 
 from reconstruction.extrude import Plane, RoofFace
-from reconstruction.geometry import row_dots, surface_vector_areas
+from reconstruction.geometry import boxes_in_cells, row_dots, surface_vector_areas
 from reconstruction.triangulate import triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
 
@@ -144,24 +144,7 @@ def _squared_distances_to_faces(points, vertices, ring_starts, first_ring, norma
     width, depth = boxes[:, 3].max() - x0, boxes[:, 4].max() - y0
     # About one cell per face.
     cell = max(np.sqrt(width * depth / face_count), 0.5, max(width, depth) / 1024)
-    columns, rows = int(width / cell) + 1, int(depth / cell) + 1
-    first_column = np.minimum((np.floor((boxes[:, 0] - x0) / cell)).astype(np.int64), columns - 1)
-    last_column = np.minimum((np.floor((boxes[:, 3] - x0) / cell)).astype(np.int64), columns - 1)
-    first_row = np.minimum((np.floor((boxes[:, 1] - y0) / cell)).astype(np.int64), rows - 1)
-    last_row = np.minimum((np.floor((boxes[:, 4] - y0) / cell)).astype(np.int64), rows - 1)
-    cell_starts = np.zeros(columns * rows + 1, np.int64)
-    for face in range(face_count):
-        for a in range(first_column[face], last_column[face] + 1):
-            for b in range(first_row[face], last_row[face] + 1):
-                cell_starts[a * rows + b + 1] += 1
-    cell_starts = np.cumsum(cell_starts)
-    cell_faces = np.empty(cell_starts[-1], np.int64)
-    filled = cell_starts[:-1].copy()
-    for face in range(face_count):
-        for a in range(first_column[face], last_column[face] + 1):
-            for b in range(first_row[face], last_row[face] + 1):
-                cell_faces[filled[a * rows + b]] = face
-                filled[a * rows + b] += 1
+    columns, rows, cell_starts, cell_faces = boxes_in_cells(boxes[:, 0], boxes[:, 1], boxes[:, 3], boxes[:, 4], cell)
 
     squared = np.empty(len(points))
     measured_for = np.full(face_count, -1, np.int64)
