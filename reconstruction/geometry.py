@@ -308,7 +308,8 @@ _OUTSIDE, _INSIDE, _ON_RING, _UNSETTLED = 0, 1, 2, 3
 @numba.njit(cache=True)
 def _ring_location(x, y, coordinates, start, end) -> int:
     """Where (x, y) lies with respect to a closed ring, by GEOS's ray-crossing rules
-    (RayCrossingCounter): an upward edge counts its start and not its end."""
+    (RayCrossingCounter, given each vertex and the one before it, as GEOS gives them): an
+    upward edge counts its start and not its end."""
     crossings = 0
     for k in range(start + 1, end):
         x1, y1 = coordinates[k, 0], coordinates[k, 1]
