@@ -69,6 +69,25 @@ def counting_order(keys):
     return order, starts
 
 
+@numba.njit(cache=True, inline="always")
+def reach_beyond_square(x, y, x0, y0, cell, column, row, ring, columns, rows) -> float:
+    """How far in plan (x, y) lies from any cell of a grid (`columns` x `rows` cells of
+    side `cell` from (x0, y0)) outside the square of cells within `ring` of its cell
+    (`column`, `row`): the distance to the nearest side of the square that has cells
+    beyond it; infinite when the square covers the grid. A search visiting squares of
+    cells ring by ring stops once what it found is nearer than this."""
+    reach = np.inf
+    if column - ring > 0:
+        reach = min(reach, x - (x0 + (column - ring) * cell))
+    if column + ring < columns - 1:
+        reach = min(reach, x0 + (column + ring + 1) * cell - x)
+    if row - ring > 0:
+        reach = min(reach, y - (y0 + (row - ring) * cell))
+    if row + ring < rows - 1:
+        reach = min(reach, y0 + (row + ring + 1) * cell - y)
+    return reach
+
+
 def indices_in_bounds(index: GridIndex, xy: np.ndarray, bounds: tuple[float, float, float, float]) -> np.ndarray:
     """Indices of the points (n, 2) within `bounds` (edges included), in ascending order."""
     if len(index.order) == 0:

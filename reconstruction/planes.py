@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numba
 import numpy as np
 
-from reconstruction.crop import build_grid_index
+from reconstruction.crop import build_grid_index, reach_beyond_square
 from reconstruction.extrude import Plane
 from twin.config import Lod2Config
 
@@ -140,18 +140,9 @@ def _nearest_in_grid(points, k, x0, y0, cell, rows, order, cell_starts) -> np.nd
                             best_index[slot] = j
                     # Inside the ring only its two end cells are new.
                     b += 1 if on_edge or ring == 0 else 2 * ring
-            # The nearest unsearched point is at least as far as the nearest side of the
-            # searched square that has cells beyond it, less a micrometre for the rounding
-            # of the sides (far less at projected coordinates).
-            reach = np.inf
-            if column[i] - ring > 0:
-                reach = min(reach, x - (x0 + (column[i] - ring) * cell))
-            if column[i] + ring < columns - 1:
-                reach = min(reach, x0 + (column[i] + ring + 1) * cell - x)
-            if row[i] - ring > 0:
-                reach = min(reach, y - (y0 + (row[i] - ring) * cell))
-            if row[i] + ring < rows - 1:
-                reach = min(reach, y0 + (row[i] + ring + 1) * cell - y)
+            # Less a micrometre for the rounding of the square's sides (far less at
+            # projected coordinates).
+            reach = reach_beyond_square(x, y, x0, y0, cell, column[i], row[i], ring, columns, rows)
             if found == k and (reach == np.inf or (reach - 1e-6) ** 2 >= best_distance[k - 1]):
                 break
             ring += 1

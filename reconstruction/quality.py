@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 
 from reconstruction.extrude import Plane, RoofFace
+from reconstruction.crop import reach_beyond_square
 from reconstruction.geometry import boxes_in_cells, row_dots, surface_vector_areas
 from reconstruction.triangulate import triangulate_surface
 from twin.model import Solid, Surface, SurfaceKind
@@ -171,17 +172,7 @@ def _squared_distances_to_faces(points, vertices, ring_starts, first_ring, norma
                                 )
                     # Inside the ring only its two end cells are new.
                     b += 1 if on_edge or ring == 0 else 2 * ring
-            # Faces in unvisited cells are at least as far in plan as the nearest side of
-            # the visited square that has cells beyond it.
-            reach = np.inf
-            if column - ring > 0:
-                reach = min(reach, x - (x0 + (column - ring) * cell))
-            if column + ring < columns - 1:
-                reach = min(reach, x0 + (column + ring + 1) * cell - x)
-            if row - ring > 0:
-                reach = min(reach, y - (y0 + (row - ring) * cell))
-            if row + ring < rows - 1:
-                reach = min(reach, y0 + (row + ring + 1) * cell - y)
+            reach = reach_beyond_square(x, y, x0, y0, cell, column, row, ring, columns, rows)
             if reach == np.inf or (reach > 0 and reach * reach >= best):
                 break
             ring += 1
