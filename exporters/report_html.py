@@ -3,16 +3,13 @@
 Maps of the footprints coloured by height and by quality, histograms of heights and of
 the RMSE attributes (`rmse*`, from LoD2 reconstruction), counts by status, LoD and
 roof type, the table of fallbacks and failures with their reasons, and the inputs with
-their dates. Plots are drawn by matplotlib and embedded as base64 PNGs, so the file
-stands alone (no script, no network); PNGs carry no timestamp, so the file is the same
-from run to run.
+their dates. The plots are embedded as PNGs (`exporters.report_plots`), so the file
+stands alone (no script, no network) and is the same from run to run.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections import Counter
@@ -21,11 +18,6 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import shapely
-from matplotlib.collections import PatchCollection
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch, PathPatch
-from matplotlib.path import Path as MplPath
 
 from exporters import register
 from exporters.atomic import atomic_output
@@ -74,17 +66,23 @@ def report_html(model: CityModel) -> str:
     title = f"Buildings of {commune.get('name') or commune.get('code')}" if commune else "Buildings"
     if commune.get("code") and commune.get("name"):
         title += f" ({commune['code']})"
+    # matplotlib takes a third of a second to import: only runs that write a report pay it.
+    from exporters.report_plots import figure_html, height_map, histograms, quality_map
+
     heights = {b.id: building_height(b) for b in model.buildings}
+    drawn = [b for b in model.buildings if not b.footprint.is_empty]
     sections = [
         f"<h1>{_e(title)}</h1>",
         f"<p>{len(model.buildings)} buildings; CRS {_e(metadata.get('crs') or '')}; "
         f"data of {_e(metadata.get('reference_date') or 'unknown date')}; "
         f"made by twin {_e((metadata.get('software') or {}).get('version', ''))}.</p>",
         "<h2>Maps</h2>",
-        _figure(_height_map(model.buildings, heights), "Buildings coloured by height above ground"),
-        _figure(_quality_map(model.buildings), "Buildings coloured by quality"),
+        figure_html(height_map(drawn, heights), "Buildings coloured by height above ground"),
+        figure_html(quality_map(drawn, [QUALITY_COLOURS[quality(b)] for b in drawn], _quality_legend(drawn)),
+                    "Buildings coloured by quality"),
         "<h2>Distributions</h2>",
-        _figure(_histograms(model.buildings, heights), _histograms_caption(model.buildings)),
+        figure_html(histograms([h for h in heights.values() if h is not None], _rmse_attributes(model.buildings)),
+                    _histograms_caption(model.buildings)),
         "<h2>Counts</h2>",
         _counts_table("Status", Counter(str(b.status) for b in model.buildings), [str(s) for s in Status]),
         _counts_table("Quality", Counter(quality(b) for b in model.buildings), list(QUALITY_COLOURS)),
@@ -126,95 +124,10 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _figure(figure: Figure, caption: str) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{encoded}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
-
-
-def _patch(polygon: shapely.Polygon) -> PathPatch:
-    rings = [np.asarray(polygon.exterior.coords)[:, :2]] + [np.asarray(r.coords)[:, :2] for r in polygon.interiors]
-    vertices = np.concatenate(rings)
-    codes = np.concatenate([[MplPath.MOVETO] + [MplPath.LINETO] * (len(r) - 2) + [MplPath.CLOSEPOLY] for r in rings])
-    return PathPatch(MplPath(vertices, codes))
-
-
-def _map_axes(buildings: Iterable[Building]) -> tuple[Figure, Any, list[Building]]:
-    figure = Figure(figsize=(9, 7))
-    axes = figure.add_subplot()
-    axes.set_aspect("equal")
-    axes.set_xlabel("x (m)")
-    axes.set_ylabel("y (m)")
-    axes.ticklabel_format(useOffset=False, style="plain")
-    drawn = [b for b in buildings if not b.footprint.is_empty]
-    if drawn:
-        xmin, ymin, xmax, ymax = shapely.total_bounds([b.footprint for b in drawn])
-        margin = max(xmax - xmin, ymax - ymin) * 0.03 + 1
-        axes.set_xlim(xmin - margin, xmax + margin)
-        axes.set_ylim(ymin - margin, ymax + margin)
-    else:
-        axes.text(0.5, 0.5, "no footprint to draw", ha="center", transform=axes.transAxes)
-    return figure, axes, drawn
-
-
-def _height_map(buildings: Iterable[Building], heights: Mapping[str, float | None]) -> Figure:
-    figure, axes, drawn = _map_axes(buildings)
-    with_height = [b for b in drawn if heights.get(b.id) is not None]
-    without = [b for b in drawn if heights.get(b.id) is None]
-    if without:
-        axes.add_collection(PatchCollection([_patch(b.footprint) for b in without], facecolor="#dddddd",
-                                            edgecolor="#777777", hatch="//", linewidth=0.5))
-    if with_height:
-        values = np.array([heights[b.id] for b in with_height])
-        collection = PatchCollection([_patch(b.footprint) for b in with_height], cmap="viridis",
-                                     norm=Normalize(values.min(), max(values.max(), values.min() + 1)),
-                                     edgecolor="#333333", linewidth=0.5)
-        collection.set_array(values)
-        axes.add_collection(collection)
-        figure.colorbar(collection, ax=axes, label="height above ground (m)")
-    if without:
-        axes.legend(handles=[Patch(facecolor="#dddddd", hatch="//", label="no height")], loc="upper right")
-    return figure
-
-
-def _quality_map(buildings: Iterable[Building]) -> Figure:
-    figure, axes, drawn = _map_axes(buildings)
-    categories = [quality(b) for b in drawn]
-    if drawn:
-        axes.add_collection(PatchCollection([_patch(b.footprint) for b in drawn],
-                                            facecolor=[QUALITY_COLOURS[c] for c in categories],
-                                            edgecolor="#333333", linewidth=0.5))
-    present = [c for c in QUALITY_COLOURS if c in categories]
-    if present:
-        axes.legend(handles=[Patch(facecolor=QUALITY_COLOURS[c], label=c) for c in present], loc="upper right")
-    return figure
-
-
-def _histograms(buildings: list[Building] | tuple[Building, ...], heights: Mapping[str, float | None]) -> Figure:
-    figure = Figure(figsize=(10, 4))
-    left, right = figure.subplots(1, 2)
-    values = [h for h in heights.values() if h is not None]
-    if values:
-        left.hist(values, bins=min(30, max(5, len(values) // 3)), color="#1565c0")
-    else:
-        left.text(0.5, 0.5, "no building with a height", ha="center", transform=left.transAxes)
-    left.set_xlabel("height above ground (m)")
-    left.set_ylabel("buildings")
-    rmse = _rmse_attributes(buildings)
-    if rmse:
-        for name, numbers in rmse.items():
-            right.hist(numbers, bins=min(30, max(5, len(numbers) // 3)), alpha=0.6, label=name)
-        right.legend()
-        right.set_xlabel("RMSE between the points and the model (m)")
-        right.set_ylabel("buildings")
-    else:
-        right.text(0.5, 0.5, "no RMSE attribute in these buildings\n(computed with LoD2 reconstruction)",
-                   ha="center", va="center", transform=right.transAxes)
-        right.set_axis_off()
-    figure.tight_layout()
-    return figure
+def _quality_legend(buildings: Iterable[Building]) -> dict[str, str]:
+    """The colours of the qualities these buildings have, by quality, in the usual order."""
+    present = {quality(b) for b in buildings}
+    return {name: colour for name, colour in QUALITY_COLOURS.items() if name in present}
 
 
 def _histograms_caption(buildings: Iterable[Building]) -> str:
