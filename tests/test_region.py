@@ -181,6 +181,23 @@ def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(reference,
     assert not leftovers
 
 
+def test_a_unit_result_of_another_format_is_run_again_not_read(reference, tiles, tmp_path, sample_dir):
+    work, out = tmp_path / "work", tmp_path / "out"
+
+    def build():
+        twin.build(points=tiles, footprints=sample_dir / "footprints.gpkg", out_dir=out,
+                   formats=("cityjson", "cityjsonseq"), execution=Execution(work_dir=work, unit_size_m=TILE_M))
+        return json.loads((work / "report.json").read_text())["units"]
+
+    units = build()
+    stored = sorted(finished_units(work))[0]
+    header = json.loads(stored.read_bytes().partition(b"\n")[0])
+    # As an older twin stored it: a result this one cannot read.
+    stored.write_bytes(json.dumps({**header, "format": 1}).encode() + b"\n" + b"an older pickle")
+    assert build() == {"done": 1, "skipped": units["done"] - 1, "failed": 0}
+    assert outputs(out) == outputs(reference)
+
+
 def test_update_rebuilds_and_flags_only_the_changed_roofs(tmp_path, sample_dir):
     work, before, after = tmp_path / "work", tmp_path / "before", tmp_path / "after"
     first = twin_cli(*build_args([sample_dir / "lidar.laz"], before, "--work-dir", work, "--unit-size", TILE_M))

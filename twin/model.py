@@ -15,6 +15,7 @@ Representation:
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -114,7 +115,8 @@ class Solid:
 
 
 def _unpickled_solid(vertices: np.ndarray, ring_sizes: list[int], surfaces: list[tuple[int, str, dict]]) -> Solid:
-    rings = np.split(vertices, np.cumsum(ring_sizes)[:-1]) if ring_sizes else []
+    ends = list(itertools.accumulate(ring_sizes))
+    rings = [vertices[end - size : end] for size, end in zip(ring_sizes, ends)]  # np.split took twice as long
     built, start = [], 0
     for count, kind, attributes in surfaces:
         built.append(Surface(tuple(rings[start : start + count]), SurfaceKind(kind), attributes))

@@ -399,7 +399,7 @@ def _previous_result(work: WorkDir, unit: Unit, update: _Update | None) -> Previ
     if update is None or work.header(unit.id) is None:
         return None
     previous: UnitResult = work.load(unit.id)
-    return PreviousResult({b.id: b for b in previous.buildings}, previous.signatures, update.changed_extents, update.change)
+    return PreviousResult({b.id: b for b in previous.buildings()}, previous.signatures, update.changed_extents, update.change)
 
 
 def _assemble(
@@ -416,7 +416,7 @@ def _assemble(
             buildings += [_failed_building(f.id, f.polygon, reason) for f in unit.footprints]
             continue
         result: UnitResult = work.load(unit.id)
-        buildings += result.buildings
+        buildings += result.buildings()
         file_dates.update(result.file_dates)
     return buildings, file_dates
 

@@ -5,8 +5,8 @@
 - `units/<unit id>.unit`: a finished unit's buildings and roof signatures, written by the
   driver once the unit is done, under its final name only once complete (so a run
   killed at any point leaves either the whole file or none). Its first line is a JSON
-  header (unit, fingerprint, complete, and the inputs of the terrain fallback) read
-  without loading the rest.
+  header (its format, unit, fingerprint, complete, and the inputs of the terrain
+  fallback) read without loading the rest.
 - `report.json`: the last run's timings, memory and counts per unit.
 
 A re-run skips every unit whose result file holds its current fingerprint and is
@@ -30,6 +30,8 @@ MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "report.json"
 UNITS_FOLDER = "units"
 MANIFEST_FORMAT = 1
+UNIT_FORMAT = 2
+"""Of the units' result files: a result of another format is not read, its unit runs again."""
 
 
 def dumps(value: Any) -> bytes:
@@ -79,16 +81,18 @@ class WorkDir:
         return self.path / UNITS_FOLDER / f"{unit_id}.unit"
 
     def header(self, unit_id: str) -> dict[str, Any] | None:
-        """The header of a unit's stored result, or None when there is none."""
+        """The header of a unit's stored result, or None when there is none (or one of
+        another format)."""
         try:
             with open(self.result_path(unit_id), "rb") as stream:
-                return json.loads(stream.readline())
+                header = json.loads(stream.readline())
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        return header if isinstance(header, dict) and header.get("format") == UNIT_FORMAT else None
 
     def store(self, unit_id: str, fingerprint: str, complete: bool, payload: bytes, extra: dict[str, Any]) -> None:
         """Stores a unit's result; `extra` goes into its header."""
-        header = {"unit": unit_id, "fingerprint": fingerprint, "complete": complete, **extra}
+        header = {"format": UNIT_FORMAT, "unit": unit_id, "fingerprint": fingerprint, "complete": complete, **extra}
         header = json.dumps(header).encode()
         with atomic_output(self.result_path(unit_id), "wb") as stream:
             stream.write(header + b"\n")
