@@ -67,11 +67,8 @@ class Heightfield:
 
     def cell_indices(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grid indices (i, j) of map points, clipped to the grid."""
-        uv = xy @ rotation(self.angle).T
         nu, nv = self.heights.shape
-        i = np.clip(((uv[:, 0] - self.u0) // self.cell).astype(np.int64), 0, nu - 1)
-        j = np.clip(((uv[:, 1] - self.v0) // self.cell).astype(np.int64), 0, nv - 1)
-        return i, j
+        return _clipped_cells(xy @ rotation(self.angle).T, self.u0, self.v0, self.cell, nu, nv)
 
     def cell_centres(self, cells: np.ndarray) -> np.ndarray:
         """Map coordinates of the centres of cells given as (k, 2) grid indices."""
@@ -98,6 +95,18 @@ class Heightfield:
     def data_heights(self, mask: np.ndarray | None = None) -> np.ndarray:
         selected = np.isfinite(self.heights) & (self.inside if mask is None else mask)
         return self.heights[selected]
+
+
+@numba.njit(cache=True)
+def _clipped_cells(uv, u0, v0, cell, nu, nv):
+    """`Heightfield.cell_indices` of points turned into the grid's frame, in one compiled
+    pass: numpy's passes took a tenth of a millisecond a call, three calls a roof. Floor
+    division of floats is Python's here as in numpy, so the cells are the same."""
+    i, j = np.empty(len(uv), np.int64), np.empty(len(uv), np.int64)
+    for k in range(len(uv)):
+        i[k] = min(max(int((uv[k, 0] - u0) // cell), 0), nu - 1)
+        j[k] = min(max(int((uv[k, 1] - v0) // cell), 0), nv - 1)
+    return i, j
 
 
 def rasterize(points: np.ndarray, footprint: shapely.Polygon, cell: float, angle: float) -> Heightfield:

@@ -425,6 +425,29 @@ def test_medians_by_cell_are_those_of_the_points_sorted_by_cell_and_height(seed)
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
+def test_cell_indices_are_numpys_floor_division_clipped(seed):
+    """Points anywhere on a turned grid, beyond it, on cell corners and a rounding off
+    them, at projected coordinates: the cells numpy's floor division and clip give."""
+    from reconstruction.heightfield import Heightfield, rotation
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 40, 2))
+    cell = float(rng.choice([0.5, 0.37, 1.0, 0.1]))
+    field = Heightfield(rng.uniform(0, np.pi), rng.uniform(-1e5, 1e6), rng.uniform(-1e5, 7e6), cell,
+                        np.zeros(shape), np.zeros(shape), np.ones(shape, bool), np.ones(shape, bool))
+    corners = np.stack(np.meshgrid(np.arange(-2, shape[0] + 3), np.arange(-2, shape[1] + 3)), -1).reshape(-1, 2)
+    uv = np.vstack([corners * cell, rng.uniform(-3, np.array(shape) + 3, (300, 2)) * cell]) + [field.u0, field.v0]
+    uv = np.vstack([uv, np.nextafter(uv, np.inf), np.nextafter(uv, -np.inf)])
+    xy = uv @ rotation(field.angle)  # from the grid's frame to the map
+    turned = xy @ rotation(field.angle).T
+    expected_i = np.clip(((turned[:, 0] - field.u0) // cell).astype(np.int64), 0, shape[0] - 1)
+    expected_j = np.clip(((turned[:, 1] - field.v0) // cell).astype(np.int64), 0, shape[1] - 1)
+    i, j = field.cell_indices(xy)
+    assert np.array_equal(i, expected_i) and np.array_equal(j, expected_j)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
 def test_points_within_polygons_are_geos_within(seed):
     """Against shapely's STRtree query with `within`, and with `intersects` where the
     rings are included, on the faces of an arrangement at
