@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import shapely
 
@@ -53,19 +54,33 @@ class RoofLine:
 
 def plane_label_grid(field: Heightfield, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per cell, the plane most of its points belong to (-1 where none)."""
-    grid = np.full(field.heights.shape, -1)
     labelled = labels >= 0
     if not labelled.any():
-        return grid
+        return np.full(field.heights.shape, -1)
     i, j = field.cell_indices(points[labelled, :2])
-    cells = i * field.heights.shape[1] + j
-    n_planes = int(labels.max()) + 1
-    # Counted by bincount: np.add.at on a pair of index arrays takes 25 times longer.
-    votes = np.bincount(cells * n_planes + labels[labelled], minlength=field.heights.size * n_planes)
-    votes = votes.reshape(field.heights.size, n_planes)
-    has_vote = votes.sum(axis=1) > 0
-    grid.reshape(-1)[has_vote] = np.argmax(votes[has_vote], axis=1)
-    grid[~field.covered] = -1
+    return _majority_labels(i, j, labels[labelled].astype(np.int64), int(labels.max()) + 1, field.covered)
+
+
+@numba.njit(cache=True)
+def _majority_labels(i, j, labels, label_count, covered):
+    """`plane_label_grid` from the labelled points' cells, compiled: numpy's vote count and
+    its passes over every cell took a quarter of a millisecond a roof. Ties go to the
+    lowest label."""
+    nu, nv = covered.shape
+    votes = np.zeros((nu, nv, label_count), np.int64)
+    for k in range(len(labels)):
+        votes[i[k], j[k], labels[k]] += 1
+    grid = np.full((nu, nv), -1, np.int64)
+    for a in range(nu):
+        for b in range(nv):
+            if not covered[a, b]:
+                continue
+            best = 0
+            for label in range(1, label_count):
+                if votes[a, b, label] > votes[a, b, best]:
+                    best = label
+            if votes[a, b, best] > 0:
+                grid[a, b] = best
     return grid
 
 

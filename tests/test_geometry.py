@@ -448,6 +448,32 @@ def test_cell_indices_are_numpys_floor_division_clipped(seed):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
+def test_each_covered_cell_takes_the_plane_most_of_its_points_belong_to(seed):
+    """Few planes, so that votes tie (the lowest label wins); unlabelled points do not
+    vote; cells without a vote or not covered stay at -1."""
+    from reconstruction.heightfield import Heightfield, rotation
+    from reconstruction.roof_lines import plane_label_grid
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 15, 2))
+    covered = rng.random(shape) < 0.8
+    field = Heightfield(rng.uniform(0, np.pi), rng.uniform(-1e5, 1e6), rng.uniform(-1e5, 7e6), 0.5,
+                        np.zeros(shape), np.zeros(shape), covered, covered)
+    count = int(rng.integers(1, 4 * covered.size))
+    cells = rng.integers(0, shape, (count, 2))
+    uv = (cells + rng.uniform(0.1, 0.9, (count, 2))) * field.cell + [field.u0, field.v0]
+    points = np.column_stack([uv @ rotation(field.angle), rng.uniform(40, 50, count)])
+    labels = rng.integers(-1, int(rng.integers(1, 4)), count)
+    expected = np.full(shape, -1)
+    for a, b in zip(*np.nonzero(covered)):
+        votes = np.bincount(labels[(cells[:, 0] == a) & (cells[:, 1] == b) & (labels >= 0)], minlength=1)
+        if votes.any():
+            expected[a, b] = np.argmax(votes)
+    assert np.array_equal(plane_label_grid(field, points, labels), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
 def test_points_within_polygons_are_geos_within(seed):
     """Against shapely's STRtree query with `within`, and with `intersects` where the
     rings are included, on the faces of an arrangement at
