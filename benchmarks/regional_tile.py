@@ -228,7 +228,7 @@ def main() -> None:
     from twin.config import ClassMapping, GroundConfig
     from twin.inputs.points import read_file
 
-    read_one_s = best_time(lambda: read_file(str(laz), ClassMapping(), None, parallel=False), 1)
+    read_one_s = best_time(lambda: read_file(str(laz), ClassMapping(), None, parallel=False), args.repeat)
     print(f"twin's reader (needed fields, classes kept) on one core: {read_one_s:.2f} s")
 
     runs = []
