@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import shapely
 from scipy import ndimage
@@ -145,7 +146,7 @@ def _merge_regions(
     erosion = max(1, int(round(MIN_PART_WIDTH_M / 2 / cell)))
 
     def narrow(mask: np.ndarray) -> bool:
-        return not ndimage.binary_erosion(mask, iterations=erosion).any()
+        return not _survives_erosion(mask, erosion)
 
     regions = np.unique(labels[labels >= 0]).tolist()
     height = {k: _region_height(labels == k, heights, filled, config) for k in regions}
@@ -175,6 +176,31 @@ def _merge_regions(
         renamed = ((target if a == k else a, target if b == k else b) for a, b in pairs)
         pairs = {(min(a, b), max(a, b)) for a, b in renamed if a != b}
     return labels
+
+
+@numba.njit(cache=True)
+def _survives_erosion(mask, iterations):
+    """Whether `iterations` erosions of `mask` by the 4-neighbour cross, cells beyond the
+    grid counting as empty, leave a cell (`ndimage.binary_erosion(mask,
+    iterations=iterations).any()`): whether some cell lies farther than `iterations` steps
+    from every empty cell, the cross's erosions adding up to a diamond. Those steps are
+    counted in two sweeps over the grid: scipy's erosions took a fifth of a millisecond a
+    roof, a call per region and per merge."""
+    rows, columns = mask.shape
+    steps = np.zeros((rows, columns), np.int64)
+    for i in range(rows):
+        for j in range(columns):
+            if mask[i, j]:
+                steps[i, j] = 1 + min(steps[i - 1, j] if i > 0 else 0, steps[i, j - 1] if j > 0 else 0)
+    for i in range(rows - 1, -1, -1):
+        for j in range(columns - 1, -1, -1):
+            if mask[i, j]:
+                below = steps[i + 1, j] if i < rows - 1 else 0
+                right = steps[i, j + 1] if j < columns - 1 else 0
+                steps[i, j] = min(steps[i, j], 1 + min(below, right))
+            if steps[i, j] > iterations:
+                return True
+    return False
 
 
 def _adjacent_pairs(labels: np.ndarray) -> list[tuple[int, int]]:

@@ -472,6 +472,24 @@ def test_each_covered_cell_takes_the_plane_most_of_its_points_belong_to(seed):
     assert np.array_equal(plane_label_grid(field, points, labels), expected)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_region_survives_erosion_as_in_scipy(seed):
+    """Against `ndimage.binary_erosion` with iterations: blobs, strips one to a few cells
+    wide, regions touching the grid's border, and single cells."""
+    from scipy import ndimage
+
+    from reconstruction.lod1 import _survives_erosion
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 30, 2))
+    mask = rng.random(shape) < rng.uniform(0.2, 1.0)
+    if rng.random() < 0.6:
+        mask = ndimage.binary_closing(mask, iterations=int(rng.integers(1, 4)), border_value=1)
+    for iterations in range(1, 6):
+        assert _survives_erosion(mask, iterations) == ndimage.binary_erosion(mask, iterations=iterations).any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_points_within_polygons_are_geos_within(seed):
