@@ -101,8 +101,7 @@ def label_faces(
     """The label of each face: an index into `planes`, or GROUND; `edges` are the faces'
     `face_adjacency`. A plane with a reach in `reaches` (by index; None or none given: the
     whole footprint) labels only faces meeting its reach."""
-    tree = shapely.STRtree(faces)
-    movable = _movable_faces(tree, reaches, len(planes) + 1)
+    movable = _movable_faces(faces, reaches, len(planes) + 1)
     costs = _data_costs(faces, planes, samples, edges.on_outline, ground_z, config, movable)
     labels = np.argmin(costs, axis=1)
     energy = _energy(costs, edges, labels, config.smoothness)
@@ -129,13 +128,13 @@ def label_faces(
 
 
 def _movable_faces(
-    tree: shapely.STRtree, reaches: Sequence[shapely.Polygon | None], label_count: int
+    faces: list[shapely.Polygon], reaches: Sequence[shapely.Polygon | None], label_count: int
 ) -> list[np.ndarray | None]:
-    """Per label, the faces (of `tree`) it may take, as sorted indices, or None for all."""
+    """Per label, the faces it may take, as sorted indices, or None for all."""
     movable: list[np.ndarray | None] = [None] * label_count
     bounded = [k for k, reach in enumerate(reaches) if reach is not None]
     if bounded:
-        region_index, face_index = tree.query([reaches[k] for k in bounded], predicate="intersects")
+        region_index, face_index = shapely.STRtree(faces).query([reaches[k] for k in bounded], predicate="intersects")
         for position, label in enumerate(bounded):
             movable[label] = np.unique(face_index[region_index == position])
     return movable
