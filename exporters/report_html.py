@@ -71,6 +71,7 @@ def report_html(model: CityModel) -> str:
 
     heights = {b.id: building_height(b) for b in model.buildings}
     drawn = [b for b in model.buildings if not b.footprint.is_empty]
+    qualities = [quality(b) for b in drawn]
     sections = [
         f"<h1>{_e(title)}</h1>",
         f"<p>{len(model.buildings)} buildings; CRS {_e(metadata.get('crs') or '')}; "
@@ -78,7 +79,7 @@ def report_html(model: CityModel) -> str:
         f"made by twin {_e((metadata.get('software') or {}).get('version', ''))}.</p>",
         "<h2>Maps</h2>",
         figure_html(height_map(drawn, heights), "Buildings coloured by height above ground"),
-        figure_html(quality_map(drawn, [QUALITY_COLOURS[quality(b)] for b in drawn], _quality_legend(drawn)),
+        figure_html(quality_map(drawn, [QUALITY_COLOURS[q] for q in qualities], _quality_legend(qualities)),
                     "Buildings coloured by quality"),
         "<h2>Distributions</h2>",
         figure_html(histograms([h for h in heights.values() if h is not None], _rmse_attributes(model.buildings)),
@@ -124,9 +125,9 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _quality_legend(buildings: Iterable[Building]) -> dict[str, str]:
-    """The colours of the qualities these buildings have, by quality, in the usual order."""
-    present = {quality(b) for b in buildings}
+def _quality_legend(qualities: Iterable[str]) -> dict[str, str]:
+    """The colours of these qualities, by quality, in the usual order."""
+    present = set(qualities)
     return {name: colour for name, colour in QUALITY_COLOURS.items() if name in present}
 
 
